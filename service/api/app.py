@@ -1,0 +1,257 @@
+"""The HTTP API (FastAPI app factory). Routes read and write only through ``Storage``."""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from html import escape
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+from service import __version__
+from service.storage import Storage, hit_payload
+from service.types import DeliveryRecord, FeedRecord, HitQuery
+
+# Largest page a client may ask for; bigger exports should page with the cursor.
+MAX_PAGE = 500
+CSV_COLUMNS = (
+    "id",
+    "first_seen_at",
+    "published_at",
+    "score",
+    "topics",
+    "event_type",
+    "jurisdictions",
+    "source",
+    "title",
+    "url",
+    "evidence",
+)
+
+
+def _iso(d: datetime | None) -> str | None:
+    return None if d is None else d.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def feed_payload(f: FeedRecord) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "url": f.url,
+        "name": f.name,
+        "origin": f.origin,
+        "enabled": f.enabled,
+        "disabled_reason": f.disabled_reason,
+        "interval_s": f.interval_s,
+        "last_checked_at": _iso(f.last_checked_at),
+        "last_status": f.last_status,
+        "last_http_status": f.last_http_status,
+        "last_error": f.last_error,
+        "error_count": f.error_count,
+        "last_new_items": f.last_new_items,
+        "next_check_at": _iso(f.next_check_at),
+    }
+
+
+def delivery_payload(d: DeliveryRecord) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "hit_id": d.hit_id,
+        "subscription_id": d.subscription_id,
+        "webhook_id": d.webhook_id,
+        "type": d.event_type,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": _iso(d.next_attempt_at),
+        "last_http_status": d.last_http_status,
+        "last_error": d.last_error,
+        "created_at": _iso(d.created_at),
+        "delivered_at": _iso(d.delivered_at),
+    }
+
+
+def hits_csv(hits: list[dict[str, Any]]) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for h in hits:
+        writer.writerow(
+            [
+                h["id"],
+                h["first_seen_at"],
+                h["published_at"],
+                h["score"],
+                ";".join(h["topics"]),
+                h["event_type"] or "",
+                ";".join(f"{j['name']}, {j['state']}" for j in h["jurisdictions"]),
+                h["source"],
+                h["title"],
+                h["url"],
+                h["evidence"][0]["sentence"] if h["evidence"] else "",
+            ]
+        )
+    yield buf.getvalue()
+
+
+def _parse_time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        d = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise HTTPException(
+            400, f"{name}: expected an ISO date or time such as 2025-01-31 or 2025-01-31T12:00:00Z"
+        ) from e
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
+
+
+def create_app(
+    storage: Storage, api_token: str = "", scheduler_alive: Callable[[], bool] = lambda: True
+) -> FastAPI:
+    """Build the app around a storage. ``api_token`` guards /api/* when set."""
+    app = FastAPI(
+        title="detainer-watch",
+        version=__version__,
+        description="Detainer and sanctuary-policy news hits.",
+    )
+
+    def require_token(request: Request) -> None:
+        if not api_token:
+            return
+        header = request.headers.get("authorization", "")
+        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), api_token.encode()):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    auth = [Depends(require_token)]
+
+    @app.exception_handler(HTTPException)
+    async def _json_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        db, sched = storage.ping(), scheduler_alive()
+        ok = db and sched
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "database": db, "scheduler": sched},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/api/v1/hits", response_model=None, dependencies=auth)
+    def list_hits(
+        request: Request,
+        topic: str | None = None,
+        event: str | None = None,
+        jurisdiction: str | None = None,
+        state: str | None = None,
+        feed: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+        q: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: int | None = None,
+        format: str | None = None,
+    ) -> Response | dict[str, Any]:
+        query = HitQuery(
+            topic=topic,
+            event=event,
+            jurisdiction=jurisdiction,
+            state=state,
+            feed=feed,
+            since=_parse_time("since", since),
+            until=_parse_time("until", until),
+            min_score=min_score,
+            q=q,
+            limit=limit,
+            cursor=cursor,
+        )
+        hits, next_cursor = storage.list_hits(query)
+        items = [hit_payload(h) for h in hits]
+        wants_csv = format == "csv" or (
+            format is None and "text/csv" in request.headers.get("accept", "")
+        )
+        if wants_csv:
+            return StreamingResponse(
+                hits_csv(items),
+                media_type="text/csv; charset=utf-8",
+                headers={"x-next-cursor": str(next_cursor or "")},
+            )
+        if format == "jsonl":
+            body = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items)
+            return Response(body, media_type="application/x-ndjson")
+        if format not in (None, "json"):
+            raise HTTPException(400, "format: use json, csv or jsonl")
+        return {"items": items, "next_cursor": next_cursor}
+
+    @app.get("/api/v1/hits/{hit_id}", dependencies=auth)
+    def get_hit(
+        hit_id: int,
+    ) -> dict[str, Any]:
+        hit = storage.get_hit(hit_id)
+        if hit is None:
+            raise HTTPException(404, f"no hit {hit_id}")
+        return hit_payload(hit)
+
+    @app.get("/api/v1/feeds", dependencies=auth)
+    def list_feeds() -> dict[str, Any]:
+        return {"items": [feed_payload(f) for f in storage.list_feeds()]}
+
+    @app.get("/api/v1/deliveries", dependencies=auth)
+    def list_deliveries(
+        status: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        if status not in (None, "pending", "delivered", "failed"):
+            raise HTTPException(400, "status: use pending, delivered or failed")
+        return {"items": [delivery_payload(d) for d in storage.list_deliveries(status, limit)]}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> str:
+        if api_token:
+            return _page(
+                "<p>The API needs a token; use <code>/api/v1/hits</code> "
+                "with <code>Authorization: Bearer …</code>.</p>"
+            )
+        hits, _ = storage.list_hits(HitQuery(limit=100))
+        rows = []
+        for h in hits:
+            places = "; ".join(f"{j['name']}, {j['state']}" for j in h.jurisdictions)
+            evidence = h.evidence[0]["sentence"] if h.evidence else ""
+            rows.append(
+                f"<tr><td>{escape(_iso(h.first_seen_at) or '')[:16]}</td>"
+                f'<td><a href="{escape(h.url)}">{escape(h.title)}</a>'
+                f"<div class=ev>{escape(evidence[:300])}</div></td>"
+                f"<td>{escape(h.source)}</td><td>{escape(places)}</td>"
+                f"<td>{escape((h.event_type or '').replace('_', ' '))}</td>"
+                f"<td>{h.score:.2f}</td></tr>"
+            )
+        table = (
+            "<table><tr><th>seen</th><th>story</th><th>outlet</th><th>place</th>"
+            "<th>event</th><th>score</th></tr>" + "".join(rows) + "</table>"
+        )
+        return _page(table if rows else "<p>No hits yet.</p>")
+
+    return app
+
+
+def _page(body: str) -> str:
+    return (
+        "<!doctype html><meta charset=utf-8><title>detainer-watch</title>"
+        "<style>body{font:15px system-ui,sans-serif;margin:2em}table{border-collapse:"
+        "collapse}td,th{padding:.4em;border-bottom:1px solid #ddd;vertical-align:top;"
+        "text-align:left}.ev{color:#555;font-size:13px}</style>"
+        f"<h1>detainer-watch</h1>{body}"
+    )

@@ -1,0 +1,494 @@
+"""The composition root and the ``detainer-watch`` subcommands.
+
+Everything with a lifetime (settings, engine, storage, HTTP clients, matcher, scheduler,
+app) is built here, from the config, and passed down; nothing is created at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from service import __version__
+from service.config import Config, load_config
+from service.errors import ConfigError, DetainerWatchError
+from service.types import HitQuery
+
+log = logging.getLogger("service")
+
+USER_AGENT = f"detainer-watch/{__version__} (+https://github.com/detainer-watch/detainer-watch)"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- composition
+
+
+@dataclass
+class Parts:
+    """The service's collaborators, built once per command from the config."""
+
+    config: Config
+    storage: Any
+    poller: Any = None
+    sender: Any = None
+    clients: tuple[Any, ...] = ()
+
+
+def _open_storage(cfg: Config, migrate_schema: bool = True) -> Any:
+    from service.storage import Storage, make_engine, migrate
+
+    engine = make_engine(cfg.database_url)
+    if migrate_schema:
+        before, after = migrate(engine)
+        if before != after:
+            log.info("database schema upgraded %s -> %s", before or "empty", after)
+    storage = Storage(engine)
+    now = utc_now()
+    storage.sync_config_feeds(cfg.feeds, now)
+    storage.sync_config_webhooks(cfg.webhooks, now)
+    return storage
+
+
+def load_matcher(cfg: Config, rules: str | None = None) -> Any:
+    from service.match import Matcher
+
+    return Matcher.load(
+        Path(rules) if rules else cfg.rules_path, threshold=float(cfg["matcher.threshold"])
+    )
+
+
+@contextmanager
+def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
+    """Build storage (migrated) and, when asked, the poller and webhook sender."""
+    storage = _open_storage(cfg)
+    parts = Parts(config=cfg, storage=storage)
+    try:
+        if pipeline:
+            from service.alerts.sender import WebhookSender, build_webhook_client
+            from service.fetch import Fetcher, build_client
+            from service.pipeline import Poller, PollSettings
+
+            ua = str(cfg["polling.user_agent"]) or USER_AGENT
+            feed_client = build_client(
+                ua,
+                cfg["polling.connect_timeout"],
+                cfg["polling.read_timeout"],
+                cfg["polling.concurrency"],
+            )
+            hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
+            parts.clients = (feed_client, hook_client)
+            rng = random.Random()
+            parts.poller = Poller(
+                storage=storage,
+                fetcher=Fetcher(
+                    feed_client, cfg["polling.max_bytes"], cfg["polling.total_timeout"]
+                ),
+                matcher=load_matcher(cfg),
+                settings=PollSettings(
+                    cfg["polling.interval"],
+                    cfg["polling.min_interval"],
+                    cfg["polling.max_interval"],
+                    cfg["polling.concurrency"],
+                ),
+                clock=utc_now,
+                rng=rng,
+            )
+            parts.sender = WebhookSender(
+                storage, hook_client, cfg["delivery.max_attempts"], utc_now, rng
+            )
+        yield parts
+    finally:
+        for client in parts.clients:
+            client.close()
+        storage.close()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_check_config(cfg: Config, _args: argparse.Namespace) -> int:
+    matcher = load_matcher(cfg)
+    print(
+        f"{cfg.path}: OK — {len(cfg.feeds)} feeds, {len(cfg.webhooks)} webhooks, "
+        f"rules {cfg.rules_path} (version {matcher.version}), database {_safe_url(cfg)}"
+    )
+    return 0
+
+
+def _safe_url(cfg: Config) -> str:
+    from sqlalchemy.engine.url import make_url
+
+    return make_url(cfg.database_url).render_as_string(hide_password=True)
+
+
+def cmd_migrate(cfg: Config, _args: argparse.Namespace) -> int:
+    from service.storage import make_engine, migrate
+
+    engine = make_engine(cfg.database_url)
+    try:
+        before, after = migrate(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"database {_safe_url(cfg)} is up to date (revision {after})")
+    else:
+        print(f"database {_safe_url(cfg)} upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api import create_app
+    from service.scheduler import ServiceScheduler
+
+    with build(cfg) as parts:
+        scheduler = ServiceScheduler(
+            parts.poller, parts.sender, cfg["polling.tick"], cfg["delivery.tick"], utc_now()
+        )
+        app = create_app(parts.storage, str(cfg["api.token"]), lambda: scheduler.alive)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=cfg["http.host"],
+                port=cfg["http.port"],
+                lifespan="off",
+                log_level=str(cfg["logging.level"]).lower(),
+                access_log=False,
+            )
+        )
+        log.info(
+            "detainer-watch %s: %d feeds, %d webhooks, API on http://%s:%d",
+            __version__,
+            len(parts.storage.enabled_feeds()),
+            len(cfg.webhooks),
+            cfg["http.host"],
+            cfg["http.port"],
+        )
+        scheduler.start()
+        try:
+            server.run()
+        finally:
+            log.info("stopping: waiting for the current poll and deliveries to finish")
+            scheduler.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
+    with build(cfg) as parts:
+        storage = parts.storage
+        if args.feed:
+            feed = storage.get_feed(args.feed)
+            if feed is None:
+                print(
+                    f"error: no feed {args.feed}; add it with: detainer-watch feeds add "
+                    f"{args.feed}",
+                    file=sys.stderr,
+                )
+                return 1
+            feeds = [feed]
+        elif args.all:
+            feeds = storage.enabled_feeds()
+        else:
+            feeds = None
+        reports = parts.poller.poll(feeds)
+        delivered = parts.sender.tick(limit=1000) if not args.no_deliver else None
+    for r in reports:
+        status = f"{r.status.value} {r.http_status or ''}".strip()
+        line = f"{status:<18} new={r.new_items:<4} hits={r.hits:<3} {r.feed_url}"
+        if r.error:
+            line += f"  error: {r.error}"
+        print(line)
+    errors = sum(1 for r in reports if r.error)
+    print(
+        f"{len(reports)} feeds polled, {sum(r.new_items for r in reports)} new items, "
+        f"{sum(r.hits for r in reports)} hits, {errors} errors"
+        + (
+            f"; webhooks: {delivered.delivered} delivered, {delivered.retried} to retry, "
+            f"{delivered.failed} failed"
+            if delivered
+            else ""
+        )
+    )
+    return 0
+
+
+def cmd_classify(cfg: Config | None, args: argparse.Namespace) -> int:
+    from service.match import Matcher
+
+    if cfg is not None:
+        matcher = load_matcher(cfg, args.rules)
+    else:
+        matcher = Matcher.load(Path(args.rules))
+    out = sys.stdout
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            print(
+                f"error: stdin line {n}: {e}; each line must be a JSON object with "
+                f"id, title, summary",
+                file=sys.stderr,
+            )
+            return 1
+        result = matcher.classify(
+            str(item.get("title") or ""),
+            str(item.get("summary") or ""),
+            str(item.get("text") or ""),
+        )
+        doc = {"id": item.get("id"), **result.as_dict()}
+        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def cmd_eval(cfg: Config | None, args: argparse.Namespace) -> int:
+    from service.match import Matcher
+    from service.match.evaluate import evaluate, format_report
+
+    matcher = load_matcher(cfg, args.rules) if cfg is not None else Matcher.load(Path(args.rules))
+    items = []
+    with open(args.corpus, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except ValueError as e:
+                    print(f"error: {args.corpus}:{n}: {e}", file=sys.stderr)
+                    return 1
+    print(format_report(evaluate(matcher, items)))
+    return 0
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    d = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
+
+
+def cmd_hits(cfg: Config, args: argparse.Namespace) -> int:
+    from service.storage import hit_payload
+
+    query = HitQuery(
+        topic=args.topic,
+        event=args.event,
+        jurisdiction=args.jurisdiction,
+        state=args.state,
+        feed=args.feed,
+        since=_parse_when(args.since),
+        until=_parse_when(args.until),
+        min_score=args.min_score,
+        q=args.q,
+        limit=args.limit,
+    )
+    with build(cfg, pipeline=False) as parts:
+        hits, _ = parts.storage.list_hits(query)
+    items = [hit_payload(h) for h in hits]
+    if args.format == "json":
+        for item in items:
+            print(json.dumps(item, ensure_ascii=False))
+    elif args.format == "csv":
+        from service.api.app import hits_csv
+
+        sys.stdout.write("".join(hits_csv(items)))
+    else:
+        _table(
+            sys.stdout,
+            ["id", "seen", "score", "topics", "event", "place", "title"],
+            [
+                [
+                    str(h["id"]),
+                    (h["first_seen_at"] or "")[:16],
+                    f"{h['score']:.2f}",
+                    ",".join(h["topics"]),
+                    h["event_type"] or "",
+                    "; ".join(f"{j['name']}, {j['state']}" for j in h["jurisdictions"][:2]),
+                    h["title"][:70],
+                ]
+                for h in items
+            ],
+        )
+    return 0
+
+
+def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(len(header))]
+    for row in [list(header), *rows]:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def cmd_feeds(cfg: Config, args: argparse.Namespace) -> int:
+    from service.decide import parse_duration
+
+    with build(cfg, pipeline=False) as parts:
+        storage = parts.storage
+        if args.feeds_cmd == "list":
+            feeds = storage.list_feeds()
+            if args.format == "json":
+                from service.api.app import feed_payload
+
+                for f in feeds:
+                    print(json.dumps(feed_payload(f)))
+                return 0
+            _table(
+                sys.stdout,
+                ["id", "status", "errors", "next check", "url", "last error"],
+                [
+                    [
+                        str(f.id),
+                        f.last_status or ("disabled" if not f.enabled else "new"),
+                        str(f.error_count),
+                        f.next_check_at.isoformat(timespec="minutes") if f.next_check_at else "-",
+                        f.url,
+                        (f.last_error or "")[:60],
+                    ]
+                    for f in feeds
+                ],
+            )
+            return 0
+        if args.feeds_cmd == "add":
+            from urllib.parse import urlsplit
+
+            parts_ = urlsplit(args.url)
+            if parts_.scheme not in ("http", "https") or not parts_.hostname:
+                print(
+                    f"error: {args.url!r} is not an http(s) URL; give the feed's full URL",
+                    file=sys.stderr,
+                )
+                return 1
+            interval = parse_duration(args.interval) if args.interval else None
+            feed, created = storage.add_feed(args.url, utc_now(), args.name, interval)
+            print(("added" if created else "already present") + f": feed {feed.id} {feed.url}")
+            return 0
+        if args.feeds_cmd == "remove":
+            removed = storage.remove_feed(args.url)
+            if removed is None:
+                print(f"error: no feed {args.url}", file=sys.stderr)
+                return 1
+            print(f"removed: feed {removed.id} {removed.url}")
+            if any(f.url == removed.url for f in cfg.feeds):
+                print(
+                    f"note: it is listed in {cfg.path}; remove it there too or it comes back "
+                    "at the next start",
+                    file=sys.stderr,
+                )
+            return 0
+    raise AssertionError(args.feeds_cmd)
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default config/detainer-watch.toml, env DW_CONFIG)",
+    )
+    p = argparse.ArgumentParser(
+        prog="detainer-watch",
+        parents=[common],
+        description="News monitor for immigration detainers and sanctuary policy.",
+    )
+    p.add_argument("--version", action="version", version=f"detainer-watch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", parents=[common], help="scheduler + API (embedded default)")
+    poll = sub.add_parser("poll", parents=[common], help="one pass over due feeds, then exit")
+    poll.add_argument("--all", action="store_true", help="poll every feed, due or not")
+    poll.add_argument("--feed", metavar="URL", help="poll just this feed (URL or id)")
+    poll.add_argument("--no-deliver", action="store_true", help="do not send webhooks")
+
+    cl = sub.add_parser("classify", parents=[common], help="JSONL on stdin -> JSONL on stdout")
+    cl.add_argument("--rules", metavar="PATH", help="rules file (default: from config)")
+    ev = sub.add_parser("eval", parents=[common], help="precision/recall on a labeled corpus")
+    ev.add_argument("corpus", metavar="CORPUS.jsonl")
+    ev.add_argument("--rules", metavar="PATH", help="rules file (default: from config)")
+
+    hits = sub.add_parser("hits", parents=[common], help="query stored hits")
+    for name in ("topic", "event", "jurisdiction", "state", "feed", "q"):
+        hits.add_argument(f"--{name}")
+    hits.add_argument("--since", metavar="DATE", help="ISO date/time, UTC")
+    hits.add_argument("--until", metavar="DATE", help="ISO date/time, UTC")
+    hits.add_argument("--min-score", type=float)
+    hits.add_argument("--limit", type=int, default=50)
+    hits.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    feeds = sub.add_parser("feeds", parents=[common], help="manage feeds")
+    fsub = feeds.add_subparsers(dest="feeds_cmd", required=True, metavar="ACTION")
+    fl = fsub.add_parser("list", parents=[common], help="feeds with their health")
+    fl.add_argument("--format", choices=("table", "json"), default="table")
+    fa = fsub.add_parser("add", parents=[common], help="add a feed URL")
+    fa.add_argument("url")
+    fa.add_argument("--name")
+    fa.add_argument("--interval", help='e.g. "10m"')
+    fr = fsub.add_parser("remove", parents=[common], help="stop polling a feed (URL or id)")
+    fr.add_argument("url")
+
+    sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
+    sub.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
+    return p
+
+
+COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "poll": cmd_poll,
+    "classify": cmd_classify,
+    "eval": cmd_eval,
+    "hits": cmd_hits,
+    "feeds": cmd_feeds,
+    "migrate": cmd_migrate,
+    "check-config": cmd_check_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config_path = getattr(args, "config", None)
+    try:
+        try:
+            cfg: Config | None = load_config(config_path)
+        except ConfigError:
+            # classify/eval with --rules work without a config file.
+            if args.command in ("classify", "eval") and args.rules:
+                cfg = None
+            else:
+                raise
+        level = str(cfg["logging.level"]).upper() if cfg else "WARNING"
+        logging.basicConfig(
+            level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return COMMANDS[args.command](cfg, args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
+    except DetainerWatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

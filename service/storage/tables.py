@@ -1,0 +1,139 @@
+"""Table rows (SQLModel). Only ``service.storage`` uses them; everything else sees records.
+
+Lists and nested objects (topics, evidence, ...) are JSON columns: they are written once by
+the pipeline and read back whole, so normalising them into tables would buy nothing yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utc_column(nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index)
+    )
+
+
+class FeedRow(SQLModel, table=True):
+    __tablename__ = "feeds"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    name: str | None = None
+    origin: str = "config"  # "config" (from the TOML file) or "user" (CLI/API)
+    interval_s: float | None = None
+    enabled: bool = True
+    disabled_reason: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_checked_at: datetime | None = _utc_column()
+    last_status: str | None = None  # ok | not_modified | error
+    last_http_status: int | None = None
+    last_error: str | None = None
+    error_count: int = 0
+    last_new_items: int = 0
+    next_check_at: datetime | None = _utc_column(index=True)
+    created_at: datetime | None = _utc_column()
+
+
+class StoryRow(SQLModel, table=True):
+    __tablename__ = "stories"
+
+    id: int | None = Field(default=None, primary_key=True)
+    canonical_url: str | None = Field(default=None, index=True)
+    content_hash: str = Field(index=True)
+    first_seen_at: datetime | None = _utc_column()
+
+
+class ArticleRow(SQLModel, table=True):
+    __tablename__ = "articles"
+    __table_args__ = (
+        UniqueConstraint("feed_id", "guid", name="uq_articles_feed_guid"),
+        Index("ix_articles_url", "url"),
+        Index("ix_articles_content_hash", "content_hash"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    feed_id: int = Field(foreign_key="feeds.id", index=True)
+    story_id: int = Field(foreign_key="stories.id", index=True)
+    guid: str = Field(sa_column=Column(Text, nullable=False))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    source: str
+    author: str | None = None
+    content_hash: str
+    published_at: datetime | None = _utc_column()
+    first_seen_at: datetime | None = _utc_column()
+
+
+class HitRow(SQLModel, table=True):
+    __tablename__ = "hits"
+
+    id: int | None = Field(default=None, primary_key=True)
+    story_id: int = Field(foreign_key="stories.id", unique=True)
+    article_id: int = Field(foreign_key="articles.id")
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    source: str
+    published_at: datetime | None = _utc_column()
+    first_seen_at: datetime | None = _utc_column(index=True)
+    score: float = Field(index=True)
+    topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    event_type: str | None = None
+    jurisdictions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    entities: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    evidence: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    rules: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    ruleset_version: str
+
+
+class SubscriptionRow(SQLModel, table=True):
+    __tablename__ = "subscriptions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    name: str | None = None
+    origin: str = "config"
+    format: str = "standard"
+    secret: str  # whsec_...; never returned by the API or logged
+    min_score: float = 0.0
+    topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    disabled_reason: str | None = None
+    created_at: datetime | None = _utc_column()
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("hit_id", "subscription_id", name="uq_deliveries_hit_subscription"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    hit_id: int = Field(foreign_key="hits.id", index=True)
+    subscription_id: int = Field(foreign_key="subscriptions.id")
+    webhook_id: str = Field(unique=True)  # "msg_..." stable across retries
+    event_type: str = "hit.created"
+    status: str = "pending"  # pending | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc_column()
+    lease_until: datetime | None = _utc_column()
+    last_http_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime | None = _utc_column()
+    delivered_at: datetime | None = _utc_column()

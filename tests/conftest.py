@@ -1,0 +1,77 @@
+"""Shared fixtures: paths, the optional ../shared data, and a real SQLite storage."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SEED = REPO / "seeds" / "boston-detainer-requests-2025.txt"
+RULES = REPO / "config" / "rules" / "detainer-sanctuary.toml"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test when the checkout has no shared/ beside it."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the data-driven tests need the team's shared/ folder "
+                    "beside the checkout")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[object]:
+    """A migrated Storage on real SQLite (or on DW_TEST_POSTGRES_URL when ``-m postgres``)."""
+    from service.storage import Storage, make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+    migrate(engine)
+    store = Storage(engine)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    url = os.environ.get("DW_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DW_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@"
+                    "127.0.0.1:5432/test); .ci/run sets it where PostgreSQL runs")
+    return url
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Run an ASGI app with a real uvicorn server on 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test API server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

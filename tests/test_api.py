@@ -1,0 +1,80 @@
+"""The HTTP API over a real SQLite storage (in-process ASGI client)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from service.api import create_app
+from service.storage import Storage
+from service.types import NewArticle
+from tests.conftest import serve_app
+from tests.test_storage import NOW, article, match, poll_update
+
+
+@contextmanager
+def TestClient(app: Any) -> Iterator[httpx.Client]:  # noqa: N802 (reads like a class)
+    with serve_app(app) as base, httpx.Client(base_url=base, timeout=10) as client:
+        yield client
+
+
+def _fill(storage: Storage, n: int = 3) -> None:
+    feed, _ = storage.add_feed("https://a.example/rss", NOW)
+    for i in range(n):
+        storage.record_poll(poll_update(feed.id), [NewArticle(article(i), match())], NOW)
+
+
+def test_hits_list_get_csv_and_errors(storage: Storage) -> None:
+    _fill(storage)
+    with TestClient(create_app(storage)) as client:
+        page = client.get("/api/v1/hits", params={"limit": 2}).json()
+        assert [h["title"] for h in page["items"]] == ["Story 2", "Story 1"]
+        rest = client.get("/api/v1/hits", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+        assert [h["title"] for h in rest["items"]] == ["Story 0"] and rest["next_cursor"] is None
+        hit = page["items"][0]
+        for key in ("id", "title", "url", "source", "published_at", "first_seen_at", "score",
+                    "topics", "event_type", "jurisdictions", "entities", "evidence",
+                    "ruleset_version", "articles"):
+            assert key in hit
+        assert client.get(f"/api/v1/hits/{hit['id']}").json() == hit
+        missing = client.get("/api/v1/hits/999")
+        assert missing.status_code == 404 and missing.json() == {"error": "no hit 999"}
+        csv = client.get("/api/v1/hits", headers={"Accept": "text/csv"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert csv.text.splitlines()[0].startswith("id,first_seen_at")
+        assert len(csv.text.splitlines()) == 4
+        assert client.get("/api/v1/hits", params={"since": "yesterday"}).status_code == 400
+        assert client.get("/api/v1/hits", params={"limit": 501}).status_code == 422
+
+
+def test_feeds_health_and_deliveries(storage: Storage) -> None:
+    _fill(storage, 1)
+    with TestClient(create_app(storage)) as client:
+        feeds = client.get("/api/v1/feeds").json()["items"]
+        assert feeds[0]["url"] == "https://a.example/rss"
+        assert feeds[0]["last_status"] == "ok" and feeds[0]["next_check_at"]
+        assert client.get("/api/v1/deliveries", params={"status": "failed"}).json() == {"items": []}
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").status_code == 200
+        assert "Story 0" in client.get("/").text
+
+
+def test_token_guards_the_api_but_not_health(storage: Storage) -> None:
+    with TestClient(create_app(storage, api_token="s3cret")) as client:
+        denied = client.get("/api/v1/hits")
+        assert denied.status_code == 401 and "error" in denied.json()
+        assert "s3cret" not in denied.text
+        assert client.get("/api/v1/hits", headers={"Authorization": "Bearer wrong"}).status_code \
+            == 401
+        assert client.get("/api/v1/hits",
+                          headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_reports_a_dead_scheduler(storage: Storage) -> None:
+    with TestClient(create_app(storage, scheduler_alive=lambda: False)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["scheduler"] is False

@@ -1,0 +1,144 @@
+"""Config: the shipped file is valid and documents every setting; bad files fail clearly."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import SETTINGS, load_config
+from service.errors import ConfigError
+from tests.conftest import REPO, RULES
+
+SHIPPED = REPO / "config" / "detainer-watch.toml"
+GOOD_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[matcher]\nrules = "{RULES}"\n' + body, encoding="utf-8")
+    return path
+
+
+def test_shipped_config_is_valid_with_enough_real_feeds() -> None:
+    cfg = load_config(SHIPPED, env={})
+    assert len(cfg.feeds) >= 12
+    assert sum("news.google.com/rss/search" in f.url for f in cfg.feeds) >= 4
+    assert cfg.database_url == "sqlite:///data/detainer-watch.db"
+    assert cfg["http.port"] == 8080
+
+
+def test_every_setting_is_documented_in_the_shipped_config_and_readme() -> None:
+    text = SHIPPED.read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for s in SETTINGS:
+        section = re.search(rf"^#? ?\[{s.section}\]$", text, re.M)
+        assert section, f"[{s.section}] is not in {SHIPPED.name}"
+        assert re.search(rf"^#? ?{s.key}\b", text[section.end():], re.M) or s.key in text, \
+            f"{s.name} is not in {SHIPPED.name}"
+        assert f"`{s.name}`" in readme, f"{s.name} is not in the README's configuration table"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[http]\nport = 9000\n"),
+                      env={"DW_HTTP_PORT": "9100", "DW_DATABASE_URL": "sqlite:///x.db",
+                           "DW_API_TOKEN": "t0ken"})
+    assert cfg["http.port"] == 9100
+    assert cfg.database_url == "sqlite:///x.db"
+    assert cfg["api.token"] == "t0ken"
+    assert cfg.sources["http.port"] == "$DW_HTTP_PORT"
+
+
+def test_durations_and_feed_intervals(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[polling]\ninterval = "2h"\ntick = 45\n'
+                                      '[[feeds]]\nurl = "https://a.example/feed"\n'
+                                      'interval = "90s"\n'), env={})
+    assert cfg["polling.interval"] == 7200
+    assert cfg["polling.tick"] == 45
+    assert cfg.feeds[0].interval_s == 90
+
+
+def test_webhook_secret_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[webhooks]]\nurl = "https://hooks.example/x"\n'
+                           'secret_env = "HOOK_SECRET"\nformat = "slack"\n')
+    cfg = load_config(path, env={"HOOK_SECRET": GOOD_SECRET})
+    assert cfg.webhooks[0].secret == GOOD_SECRET
+    assert cfg.webhooks[0].format == "slack"
+
+
+# (file body, key named in the error, a word the fix must contain)
+BAD_CONFIGS = [
+    ("[polling\n", "", "syntax"),
+    ("[pollng]\ninterval = 5\n", "pollng", "known sections"),
+    ("[polling]\nintervall = 5\n", "polling.intervall", "known keys"),
+    ('[polling]\ninterval = "soon"\n', "polling.interval", "duration"),
+    ('[http]\nport = "eighty"\n', "http.port", "int"),
+    ("[http]\nport = 70000\n", "http.port", "65535"),
+    ("[matcher]\nthreshold = 2\n", "matcher.threshold", "0.5"),
+    ('[api]\ntoken = "x"\n', "api.token", "DW_API_TOKEN"),
+    ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
+    ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
+    ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
+    ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),
+    ('[[feeds]]\nurl = "http://127.0.0.1:8000/feed"\n', "feeds[0].url",
+     "allow_private_addresses"),
+    ('[[feeds]]\nurl = "https://a.example/f"\ncolour = "red"\n', "feeds[0].colour",
+     "allowed keys"),
+    ('[[webhooks]]\nurl = "https://h.example/x"\n', "webhooks[0].secret", "secret_env"),
+    ('[[webhooks]]\nurl = "https://h.example/x"\nsecret = "plain"\n', "webhooks[0].secret",
+     "generate"),
+    ('[[webhooks]]\nurl = "https://h.example/x"\nsecret_env = "UNSET_VAR"\n',
+     "webhooks[0].secret_env", "export"),
+    (f'[[webhooks]]\nurl = "https://h.example/x"\nsecret = "{GOOD_SECRET}"\nformat = "xml"\n',
+     "webhooks[0].format", "standard"),
+]
+
+
+@pytest.mark.parametrize(("body", "key", "fix"), BAD_CONFIGS)
+def test_bad_config_names_file_key_and_fix(tmp_path: Path, body: str, key: str,
+                                           fix: str) -> None:
+    path = write(tmp_path, body) if not body.startswith("[matcher]") else tmp_path / "c.toml"
+    if body.startswith("[matcher]"):
+        path.write_text(body + f'rules = "{RULES}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    message = str(err.value)
+    assert message.startswith(str(path))
+    assert err.value.key == key
+    assert fix in message
+
+
+def test_missing_rules_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[matcher]\nrules = "nope.toml"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="matcher.rules: rules file .*nope.toml not found"):
+        load_config(path, env={})
+
+
+def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\$DW_HTTP_PORT: http.port"):
+        load_config(write(tmp_path, ""), env={"DW_HTTP_PORT": "many"})
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["migrate"], ["hits"], ["feeds", "list"],
+                                     ["poll"]])
+def test_every_command_rejects_a_bad_config_with_exit_1(tmp_path: Path,
+                                                        command: list[str]) -> None:
+    path = write(tmp_path, "[polling]\nintervall = 5\n")
+    proc = subprocess.run([sys.executable, "-m", "service", "--config", str(path), *command],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 1
+    assert f"{path}: polling.intervall: unknown key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_accepts_the_shipped_file() -> None:
+    proc = subprocess.run([sys.executable, "-m", "service", "--config", str(SHIPPED),
+                           "check-config"], capture_output=True, text=True, cwd=REPO,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "OK" in proc.stdout

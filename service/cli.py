@@ -180,6 +180,8 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
         scheduler.start()
         try:
             server.run()
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises the Ctrl-C it handled; we stop cleanly below
         finally:
             log.info("stopping: waiting for the current poll and deliveries to finish")
             scheduler.shutdown()
@@ -477,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        # Each poll and delivery is logged once by our own modules; the libraries' per-request
+        # and per-job lines would double every line.
+        for noisy in ("httpx", "apscheduler"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
         return COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

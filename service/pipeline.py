@@ -77,10 +77,22 @@ def _fetch_and_parse(fetcher: Fetcher, feed: FeedRecord) -> _Fetched:
         return _Fetched(feed, result, None, (), body_hash, f"malformed feed: {e}")
     base = result.final_url or feed.url
     articles = tuple(normalize_entry(entry, parsed.title, base) for entry in parsed.entries)
-    error = None
     if parsed.bozo_error and not parsed.entries:
-        error = f"malformed feed: {parsed.bozo_error}"
-    return _Fetched(feed, result, parsed, articles, body_hash, error)
+        return _Fetched(feed, result, None, (), body_hash, f"malformed feed: {parsed.bozo_error}")
+    return _Fetched(feed, result, parsed, articles, body_hash, None)
+
+
+def _warning(f: _Fetched) -> str | None:
+    """The problem to show on a feed that answered: a malformed but recoverable document.
+
+    Entries recovered from it are stored and the feed is not backed off (many real feeds
+    are a little broken); an unchanged body keeps the warning it had.
+    """
+    if f.parsed is not None and f.parsed.bozo_error:
+        return f"malformed feed ({len(f.articles)} entries recovered): {f.parsed.bozo_error}"
+    if f.parsed is None and f.feed.error_count == 0:
+        return f.feed.last_error  # 304 or the same bytes: the same document as last time
+    return None
 
 
 class Poller:
@@ -151,8 +163,8 @@ class Poller:
                 checked_at=now,
                 status=f.result.status,
                 http_status=f.result.http_status,
-                error=None,
                 error_count=0,
+                error=_warning(f),
                 next_check_at=next_check_after_success(now, interval, self.rng),
                 etag=f.result.etag,
                 last_modified=f.result.last_modified,
@@ -182,7 +194,7 @@ class Poller:
             error=update.error,
             elapsed_s=f.result.elapsed_s + (time.monotonic() - started),
         )
-        if report.error:
+        if update.error_count:
             log.warning(
                 "poll %s: %s (HTTP %s) error #%d: %s; next check %s",
                 feed.url,
@@ -193,6 +205,8 @@ class Poller:
                 update.next_check_at.isoformat(timespec="seconds"),
             )
         else:
+            if report.error:
+                log.warning("poll %s: %s", feed.url, report.error)
             log.info(
                 "poll %s: %s (HTTP %s) new=%d hits=%d in %.2fs",
                 feed.url,

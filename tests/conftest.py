@@ -23,8 +23,10 @@ def shared_path(*parts: str) -> Path:
     """A path under ../shared, skipping the test when the checkout has no shared/ beside it."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is absent: the data-driven tests need the team's shared/ folder "
-                    "beside the checkout")
+        pytest.skip(
+            f"{path} is absent: the data-driven tests need the team's shared/ folder "
+            "beside the checkout"
+        )
     return path
 
 
@@ -50,8 +52,10 @@ def storage(tmp_path: Path) -> Iterator[object]:
 def pg_url() -> str:
     url = os.environ.get("DW_TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("DW_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@"
-                    "127.0.0.1:5432/test); .ci/run sets it where PostgreSQL runs")
+        pytest.skip(
+            "DW_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@"
+            "127.0.0.1:5432/test); .ci/run sets it where PostgreSQL runs"
+        )
     return url
 
 
@@ -61,8 +65,9 @@ def serve_app(app: Any) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

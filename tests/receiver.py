@@ -13,8 +13,12 @@ from typing import Any
 
 
 class WebhookReceiver:
-    def __init__(self, statuses: list[int] | None = None, default_status: int = 200,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        statuses: list[int] | None = None,
+        default_status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.statuses = list(statuses or [])
         self.default_status = default_status
         self.extra_headers = headers or {}
@@ -23,14 +27,16 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
-                    status = receiver.statuses.pop(0) if receiver.statuses \
-                        else receiver.default_status
+                    status = (
+                        receiver.statuses.pop(0) if receiver.statuses else receiver.default_status
+                    )
                     receiver.received.append(
-                        ({k.lower(): v for k, v in self.headers.items()}, body, status))
+                        ({k.lower(): v for k, v in self.headers.items()}, body, status)
+                    )
                 self.send_response(status)
                 for k, v in receiver.extra_headers.items():
                     self.send_header(k, v)
@@ -42,8 +48,9 @@ class WebhookReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -54,8 +61,12 @@ class WebhookReceiver:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._server.shutdown()
         self._server.server_close()
 

@@ -15,8 +15,9 @@ def seed_parts() -> tuple[str, str, str]:
     return lines[0], lines[1], " ".join(lines[2:])
 
 
-def rss(items: list[dict[str, str]], title: str = "Test feed",
-        link: str = "https://example.org/") -> bytes:
+def rss(
+    items: list[dict[str, str]], title: str = "Test feed", link: str = "https://example.org/"
+) -> bytes:
     """An RSS 2.0 document; each item has title, link, description and optional content."""
     parts = []
     for it in items:
@@ -25,11 +26,12 @@ def rss(items: list[dict[str, str]], title: str = "Test feed",
             "<item>"
             f"<title>{escape(it['title'])}</title>"
             f"<link>{escape(it['link'])}</link>"
-            f"<guid isPermaLink=\"false\">{escape(it.get('guid', it['link']))}</guid>"
+            f'<guid isPermaLink="false">{escape(it.get("guid", it["link"]))}</guid>'
             f"<description>{escape(it.get('description', ''))}</description>"
             + (f"<content:encoded><![CDATA[{content}]]></content:encoded>" if content else "")
             + f"<pubDate>{it.get('pubDate', 'Thu, 23 Jan 2025 15:00:00 GMT')}</pubDate>"
-            "</item>")
+            "</item>"
+        )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">'
@@ -41,12 +43,19 @@ def rss(items: list[dict[str, str]], title: str = "Test feed",
 def seed_feed(link: str = SEED_URL, title: str = "Fox News US") -> bytes:
     t, summary, text = seed_parts()
     body = "".join(f"<p>{escape(p)}</p>" for p in text.split(". "))
-    return rss([{"title": t, "link": link, "description": summary, "content": body}],
-               title=title, link="https://www.foxnews.com/")
+    return rss(
+        [{"title": t, "link": link, "description": summary, "content": body}],
+        title=title,
+        link="https://www.foxnews.com/",
+    )
 
 
 def other_items(n: int = 3) -> list[dict[str, str]]:
-    return [{"title": f"City budget hearing number {i} scheduled",
-             "link": f"https://example.org/budget-{i}",
-             "description": "The finance committee will review parks and road spending."}
-            for i in range(n)]
+    return [
+        {
+            "title": f"City budget hearing number {i} scheduled",
+            "link": f"https://example.org/budget-{i}",
+            "description": "The finance committee will review parks and road spending.",
+        }
+        for i in range(n)
+    ]

@@ -33,8 +33,11 @@ def test_signature_verifies_with_the_standardwebhooks_package() -> None:
     now = datetime.now(UTC)
     body = standard_body({"id": 1, "title": "x"}, now)
     ts = int(now.timestamp())
-    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
-               "webhook-signature": sign([SECRET, OTHER_SECRET], "msg_1", ts, body)}
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign([SECRET, OTHER_SECRET], "msg_1", ts, body),
+    }
     for secret in (SECRET, OTHER_SECRET):  # rotation: either secret verifies
         assert Webhook(secret).verify(body, headers) == json.loads(body)
     tampered = body.replace(b'"x"', b'"y"')
@@ -46,8 +49,10 @@ def test_signature_verifies_with_the_standardwebhooks_package() -> None:
 
 def test_retry_schedule_doubles_caps_and_honours_retry_after() -> None:
     rng = random.Random(1)
-    waits = [(next_attempt_at(NOW, n, 20, None, rng) - NOW).total_seconds()  # type: ignore[operator]
-             for n in range(1, 16)]
+    waits = [
+        (next_attempt_at(NOW, n, 20, None, rng) - NOW).total_seconds()  # type: ignore[operator]
+        for n in range(1, 16)
+    ]
     assert FIRST_RETRY_S * 0.8 <= waits[0] <= FIRST_RETRY_S * 1.2
     assert waits[3] > waits[0] * 4
     assert max(waits) <= MAX_RETRY_WAIT_S * 1.2
@@ -66,8 +71,7 @@ def test_failed_attempts_retry_with_the_same_webhook_id(storage: Storage) -> Non
     with WebhookReceiver(statuses=[500, 500, 500]) as hooks:
         hit_id = _store_with_hit(storage, hooks.url)
         clock = Clock(NOW)
-        sender = WebhookSender(storage, build_webhook_client(5, "t"), 10, clock,
-                               random.Random(0))
+        sender = WebhookSender(storage, build_webhook_client(5, "t"), 10, clock, random.Random(0))
         for _ in range(4):
             sender.tick()
             clock.now += timedelta(hours=1)
@@ -87,8 +91,9 @@ def test_failed_attempts_retry_with_the_same_webhook_id(storage: Storage) -> Non
 def test_410_disables_the_subscription_and_fails_the_delivery(storage: Storage) -> None:
     with WebhookReceiver(statuses=[410]) as hooks:
         _store_with_hit(storage, hooks.url)
-        sender = WebhookSender(storage, build_webhook_client(5, "t"), 10, Clock(NOW),
-                               random.Random(0))
+        sender = WebhookSender(
+            storage, build_webhook_client(5, "t"), 10, Clock(NOW), random.Random(0)
+        )
         report = sender.tick()
         assert report.failed == 1
         sub = storage.list_subscriptions()[0]
@@ -98,8 +103,7 @@ def test_410_disables_the_subscription_and_fails_the_delivery(storage: Storage) 
 
 def test_dead_receiver_keeps_the_delivery_pending(storage: Storage) -> None:
     _store_with_hit(storage, "http://127.0.0.1:9/closed")  # discard port: connection refused
-    sender = WebhookSender(storage, build_webhook_client(2, "t"), 10, Clock(NOW),
-                           random.Random(0))
+    sender = WebhookSender(storage, build_webhook_client(2, "t"), 10, Clock(NOW), random.Random(0))
     assert sender.tick().retried == 1
     pending = storage.list_deliveries("pending")
     assert len(pending) == 1 and pending[0].next_attempt_at > NOW  # type: ignore[operator]
@@ -109,8 +113,9 @@ def test_dead_receiver_keeps_the_delivery_pending(storage: Storage) -> None:
 def test_retry_after_is_honoured(storage: Storage) -> None:
     with WebhookReceiver(statuses=[429], headers={"Retry-After": "3600"}) as hooks:
         _store_with_hit(storage, hooks.url)
-        sender = WebhookSender(storage, build_webhook_client(5, "t"), 10, Clock(NOW),
-                               random.Random(0))
+        sender = WebhookSender(
+            storage, build_webhook_client(5, "t"), 10, Clock(NOW), random.Random(0)
+        )
         sender.tick()
         d = storage.list_deliveries("pending")[0]
         assert d.next_attempt_at is not None
@@ -124,8 +129,9 @@ def test_human_formats_stay_within_documented_limits(storage: Storage, fmt: str)
     assert hit is not None
     doc = hit_payload(hit)
     doc["title"] = "T" * 1000
-    doc["evidence"] = [{"sentence": "S" * 10000, "field": "text", "start": 0, "end": 1,
-                        "terms": []}]
+    doc["evidence"] = [
+        {"sentence": "S" * 10000, "field": "text", "start": 0, "end": 1, "terms": []}
+    ]
     body = json.loads(render(fmt, doc, NOW))
     if fmt == "slack":
         assert len(body["blocks"]) <= 50

@@ -16,7 +16,7 @@ from tests.test_storage import NOW, article, match, poll_update
 
 
 @contextmanager
-def TestClient(app: Any) -> Iterator[httpx.Client]:  # noqa: N802 (reads like a class)
+def TestClient(app: Any) -> Iterator[httpx.Client]:
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=10) as client:
         yield client
 
@@ -35,9 +35,22 @@ def test_hits_list_get_csv_and_errors(storage: Storage) -> None:
         rest = client.get("/api/v1/hits", params={"limit": 2, "cursor": page["next_cursor"]}).json()
         assert [h["title"] for h in rest["items"]] == ["Story 0"] and rest["next_cursor"] is None
         hit = page["items"][0]
-        for key in ("id", "title", "url", "source", "published_at", "first_seen_at", "score",
-                    "topics", "event_type", "jurisdictions", "entities", "evidence",
-                    "ruleset_version", "articles"):
+        for key in (
+            "id",
+            "title",
+            "url",
+            "source",
+            "published_at",
+            "first_seen_at",
+            "score",
+            "topics",
+            "event_type",
+            "jurisdictions",
+            "entities",
+            "evidence",
+            "ruleset_version",
+            "articles",
+        ):
             assert key in hit
         assert client.get(f"/api/v1/hits/{hit['id']}").json() == hit
         missing = client.get("/api/v1/hits/999")
@@ -67,10 +80,13 @@ def test_token_guards_the_api_but_not_health(storage: Storage) -> None:
         denied = client.get("/api/v1/hits")
         assert denied.status_code == 401 and "error" in denied.json()
         assert "s3cret" not in denied.text
-        assert client.get("/api/v1/hits", headers={"Authorization": "Bearer wrong"}).status_code \
-            == 401
-        assert client.get("/api/v1/hits",
-                          headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert (
+            client.get("/api/v1/hits", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        )
+        assert (
+            client.get("/api/v1/hits", headers={"Authorization": "Bearer s3cret"}).status_code
+            == 200
+        )
         assert client.get("/healthz").status_code == 200
 
 

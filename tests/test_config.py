@@ -38,15 +38,17 @@ def test_every_setting_is_documented_in_the_shipped_config_and_readme() -> None:
     for s in SETTINGS:
         section = re.search(rf"^#? ?\[{s.section}\]$", text, re.M)
         assert section, f"[{s.section}] is not in {SHIPPED.name}"
-        assert re.search(rf"^#? ?{s.key}\b", text[section.end():], re.M) or s.key in text, \
+        assert re.search(rf"^#? ?{s.key}\b", text[section.end() :], re.M) or s.key in text, (
             f"{s.name} is not in {SHIPPED.name}"
+        )
         assert f"`{s.name}`" in readme, f"{s.name} is not in the README's configuration table"
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "[http]\nport = 9000\n"),
-                      env={"DW_HTTP_PORT": "9100", "DW_DATABASE_URL": "sqlite:///x.db",
-                           "DW_API_TOKEN": "t0ken"})
+    cfg = load_config(
+        write(tmp_path, "[http]\nport = 9000\n"),
+        env={"DW_HTTP_PORT": "9100", "DW_DATABASE_URL": "sqlite:///x.db", "DW_API_TOKEN": "t0ken"},
+    )
     assert cfg["http.port"] == 9100
     assert cfg.database_url == "sqlite:///x.db"
     assert cfg["api.token"] == "t0ken"
@@ -54,17 +56,26 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
 
 
 def test_durations_and_feed_intervals(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, '[polling]\ninterval = "2h"\ntick = 45\n'
-                                      '[[feeds]]\nurl = "https://a.example/feed"\n'
-                                      'interval = "90s"\n'), env={})
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[polling]\ninterval = "2h"\ntick = 45\n'
+            '[[feeds]]\nurl = "https://a.example/feed"\n'
+            'interval = "90s"\n',
+        ),
+        env={},
+    )
     assert cfg["polling.interval"] == 7200
     assert cfg["polling.tick"] == 45
     assert cfg.feeds[0].interval_s == 90
 
 
 def test_webhook_secret_from_environment(tmp_path: Path) -> None:
-    path = write(tmp_path, '[[webhooks]]\nurl = "https://hooks.example/x"\n'
-                           'secret_env = "HOOK_SECRET"\nformat = "slack"\n')
+    path = write(
+        tmp_path,
+        '[[webhooks]]\nurl = "https://hooks.example/x"\n'
+        'secret_env = "HOOK_SECRET"\nformat = "slack"\n',
+    )
     cfg = load_config(path, env={"HOOK_SECRET": GOOD_SECRET})
     assert cfg.webhooks[0].secret == GOOD_SECRET
     assert cfg.webhooks[0].format == "slack"
@@ -84,23 +95,29 @@ BAD_CONFIGS = [
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),
-    ('[[feeds]]\nurl = "http://127.0.0.1:8000/feed"\n', "feeds[0].url",
-     "allow_private_addresses"),
-    ('[[feeds]]\nurl = "https://a.example/f"\ncolour = "red"\n', "feeds[0].colour",
-     "allowed keys"),
+    ('[[feeds]]\nurl = "http://127.0.0.1:8000/feed"\n', "feeds[0].url", "allow_private_addresses"),
+    ('[[feeds]]\nurl = "https://a.example/f"\ncolour = "red"\n', "feeds[0].colour", "allowed keys"),
     ('[[webhooks]]\nurl = "https://h.example/x"\n', "webhooks[0].secret", "secret_env"),
-    ('[[webhooks]]\nurl = "https://h.example/x"\nsecret = "plain"\n', "webhooks[0].secret",
-     "generate"),
-    ('[[webhooks]]\nurl = "https://h.example/x"\nsecret_env = "UNSET_VAR"\n',
-     "webhooks[0].secret_env", "export"),
-    (f'[[webhooks]]\nurl = "https://h.example/x"\nsecret = "{GOOD_SECRET}"\nformat = "xml"\n',
-     "webhooks[0].format", "standard"),
+    (
+        '[[webhooks]]\nurl = "https://h.example/x"\nsecret = "plain"\n',
+        "webhooks[0].secret",
+        "generate",
+    ),
+    (
+        '[[webhooks]]\nurl = "https://h.example/x"\nsecret_env = "UNSET_VAR"\n',
+        "webhooks[0].secret_env",
+        "export",
+    ),
+    (
+        f'[[webhooks]]\nurl = "https://h.example/x"\nsecret = "{GOOD_SECRET}"\nformat = "xml"\n',
+        "webhooks[0].format",
+        "standard",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "key", "fix"), BAD_CONFIGS)
-def test_bad_config_names_file_key_and_fix(tmp_path: Path, body: str, key: str,
-                                           fix: str) -> None:
+def test_bad_config_names_file_key_and_fix(tmp_path: Path, body: str, key: str, fix: str) -> None:
     path = write(tmp_path, body) if not body.startswith("[matcher]") else tmp_path / "c.toml"
     if body.startswith("[matcher]"):
         path.write_text(body + f'rules = "{RULES}"\n', encoding="utf-8")
@@ -124,21 +141,30 @@ def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
         load_config(write(tmp_path, ""), env={"DW_HTTP_PORT": "many"})
 
 
-@pytest.mark.parametrize("command", [["check-config"], ["migrate"], ["hits"], ["feeds", "list"],
-                                     ["poll"]])
-def test_every_command_rejects_a_bad_config_with_exit_1(tmp_path: Path,
-                                                        command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [["check-config"], ["migrate"], ["hits"], ["feeds", "list"], ["poll"]]
+)
+def test_every_command_rejects_a_bad_config_with_exit_1(tmp_path: Path, command: list[str]) -> None:
     path = write(tmp_path, "[polling]\nintervall = 5\n")
-    proc = subprocess.run([sys.executable, "-m", "service", "--config", str(path), *command],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(path), *command],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert f"{path}: polling.intervall: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_check_config_accepts_the_shipped_file() -> None:
-    proc = subprocess.run([sys.executable, "-m", "service", "--config", str(SHIPPED),
-                           "check-config"], capture_output=True, text=True, cwd=REPO,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(SHIPPED), "check-config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout

@@ -46,31 +46,56 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
 
 
 def article(n: int, url: str | None = None, body: str | None = None) -> Article:
-    return Article(url=url if url is not None else f"https://news.example/{n}", guid=f"g{n}",
-                   title=f"Story {n}", summary=body or f"summary {n}", text="",
-                   published_at=NOW, source="Example News", content_hash=f"hash-{body or n}")
+    return Article(
+        url=url if url is not None else f"https://news.example/{n}",
+        guid=f"g{n}",
+        title=f"Story {n}",
+        summary=body or f"summary {n}",
+        text="",
+        published_at=NOW,
+        source="Example News",
+        content_hash=f"hash-{body or n}",
+    )
 
 
-def match(score: float = 0.9, topics: tuple[str, ...] = ("detainer",),
-          state: str = "MA") -> MatchResult:
+def match(
+    score: float = 0.9, topics: tuple[str, ...] = ("detainer",), state: str = "MA"
+) -> MatchResult:
     return MatchResult(
-        flagged=True, score=score, topics=topics, event_type="detainer_declined",
-        jurisdictions=(Jurisdiction("Boston", "city", state),), entities=(),
-        evidence=(Evidence("title", "Story", 0, 5, ()),), ruleset_version="test")
+        flagged=True,
+        score=score,
+        topics=topics,
+        event_type="detainer_declined",
+        jurisdictions=(Jurisdiction("Boston", "city", state),),
+        entities=(),
+        evidence=(Evidence("title", "Story", 0, 5, ()),),
+        ruleset_version="test",
+    )
 
 
 def poll_update(feed_id: int, new: int = 0) -> FeedUpdate:
-    return FeedUpdate(feed_id=feed_id, checked_at=NOW, status=FetchStatus.OK, http_status=200,
-                      error=None, error_count=0, next_check_at=NOW + timedelta(minutes=15),
-                      etag='"e1"', new_items=new)
+    return FeedUpdate(
+        feed_id=feed_id,
+        checked_at=NOW,
+        status=FetchStatus.OK,
+        http_status=200,
+        error=None,
+        error_count=0,
+        next_check_at=NOW + timedelta(minutes=15),
+        etag='"e1"',
+        new_items=new,
+    )
 
 
 def test_record_poll_writes_hit_and_pending_delivery_together(store: Storage) -> None:
     store.sync_config_webhooks([WebhookConfig(url="https://h.example/x", secret=SECRET)], NOW)
     feed, created = store.add_feed("https://feed.example/rss", NOW)
     assert created
-    hit_ids = store.record_poll(poll_update(feed.id, 2), [
-        NewArticle(article(1), match()), NewArticle(article(2), None)], NOW)
+    hit_ids = store.record_poll(
+        poll_update(feed.id, 2),
+        [NewArticle(article(1), match()), NewArticle(article(2), None)],
+        NOW,
+    )
     assert len(hit_ids) == 1
     hit = store.get_hit(hit_ids[0])
     assert hit is not None and hit.topics == ("detainer",) and hit.articles[0].url.endswith("/1")
@@ -89,9 +114,16 @@ def test_known_guid_and_story_are_not_stored_or_alerted_twice(store: Storage) ->
     again = store.record_poll(poll_update(a.id), [NewArticle(article(1), match())], NOW)
     assert again == []
     # The same story (same canonical URL) from another outlet is a sighting, not a new hit.
-    copy = Article(url="https://news.example/1", guid="other-guid", title="Story 1 (copy)",
-                   summary="s", text="", published_at=NOW, source="Other Outlet",
-                   content_hash="different")
+    copy = Article(
+        url="https://news.example/1",
+        guid="other-guid",
+        title="Story 1 (copy)",
+        summary="s",
+        text="",
+        published_at=NOW,
+        source="Other Outlet",
+        content_hash="different",
+    )
     assert store.known_story_keys([copy.url], [copy.content_hash]) == {copy.url}
     assert store.record_poll(poll_update(b.id), [NewArticle(copy, match())], NOW) == []
     hit = store.get_hit(first[0])
@@ -106,13 +138,20 @@ def test_known_guid_and_story_are_not_stored_or_alerted_twice(store: Storage) ->
 def test_error_poll_keeps_validators_and_counts(store: Storage) -> None:
     feed, _ = store.add_feed("https://a.example/rss", NOW)
     store.record_poll(poll_update(feed.id), [], NOW)
-    store.update_feed(FeedUpdate(feed_id=feed.id, checked_at=NOW, status=FetchStatus.ERROR,
-                                 http_status=500, error="HTTP 500", error_count=1,
-                                 next_check_at=NOW + timedelta(hours=1)))
+    store.update_feed(
+        FeedUpdate(
+            feed_id=feed.id,
+            checked_at=NOW,
+            status=FetchStatus.ERROR,
+            http_status=500,
+            error="HTTP 500",
+            error_count=1,
+            next_check_at=NOW + timedelta(hours=1),
+        )
+    )
     f = store.get_feed(feed.url)
     assert f is not None
-    assert (f.etag, f.last_error, f.error_count, f.last_http_status) == ('"e1"', "HTTP 500", 1,
-                                                                          500)
+    assert (f.etag, f.last_error, f.error_count, f.last_http_status) == ('"e1"', "HTTP 500", 1, 500)
     assert store.due_feeds(NOW) == []
     assert [x.id for x in store.due_feeds(NOW + timedelta(hours=2))] == [feed.id]
 
@@ -136,11 +175,14 @@ def test_delivery_lease_is_exclusive_and_expires(store: Storage) -> None:
 
 
 def test_subscription_filters_route_hits(store: Storage) -> None:
-    store.sync_config_webhooks([
-        WebhookConfig(url="https://h.example/all", secret=SECRET),
-        WebhookConfig(url="https://h.example/287g", secret=SECRET, topics=("287g",)),
-        WebhookConfig(url="https://h.example/high", secret=SECRET, min_score=0.95),
-    ], NOW)
+    store.sync_config_webhooks(
+        [
+            WebhookConfig(url="https://h.example/all", secret=SECRET),
+            WebhookConfig(url="https://h.example/287g", secret=SECRET, topics=("287g",)),
+            WebhookConfig(url="https://h.example/high", secret=SECRET, min_score=0.95),
+        ],
+        NOW,
+    )
     feed, _ = store.add_feed("https://a.example/rss", NOW)
     store.record_poll(poll_update(feed.id), [NewArticle(article(1), match(0.9))], NOW)
     subs = {s.id: s.url for s in store.list_subscriptions()}
@@ -150,9 +192,20 @@ def test_subscription_filters_route_hits(store: Storage) -> None:
 def test_list_hits_filters_and_stable_cursor(store: Storage) -> None:
     feed, _ = store.add_feed("https://a.example/rss", NOW)
     for n in range(5):
-        store.record_poll(poll_update(feed.id), [NewArticle(
-            article(n), match(0.5 + n / 10, ("sanctuary",) if n % 2 else ("detainer",),
-                              "MA" if n < 3 else "IL"))], NOW)
+        store.record_poll(
+            poll_update(feed.id),
+            [
+                NewArticle(
+                    article(n),
+                    match(
+                        0.5 + n / 10,
+                        ("sanctuary",) if n % 2 else ("detainer",),
+                        "MA" if n < 3 else "IL",
+                    ),
+                )
+            ],
+            NOW,
+        )
     page1, cursor = store.list_hits(HitQuery(limit=2))
     assert [h.title for h in page1] == ["Story 4", "Story 3"] and cursor is not None
     # A new hit arriving between pages shifts nothing.
@@ -162,14 +215,18 @@ def test_list_hits_filters_and_stable_cursor(store: Storage) -> None:
     page3, cursor3 = store.list_hits(HitQuery(limit=2, cursor=cursor2))
     assert [h.title for h in page3] == ["Story 0"] and cursor3 is None
     assert {h.title for h in store.list_hits(HitQuery(topic="sanctuary"))[0]} == {
-        "Story 1", "Story 3"}
-    assert {h.title for h in store.list_hits(HitQuery(state="il"))[0]} == {"Story 3",
-                                                                            "Story 4"}
+        "Story 1",
+        "Story 3",
+    }
+    assert {h.title for h in store.list_hits(HitQuery(state="il"))[0]} == {"Story 3", "Story 4"}
     assert {h.title for h in store.list_hits(HitQuery(min_score=0.85))[0]} == {
-        "Story 4", "Story 99"}
+        "Story 4",
+        "Story 99",
+    }
     assert {h.title for h in store.list_hits(HitQuery(q="summary 2"))[0]} == {"Story 2"}
-    assert {h.title for h in store.list_hits(HitQuery(jurisdiction="boston", limit=10))[0]} \
-        == {f"Story {n}" for n in (0, 1, 2, 3, 4, 99)}
+    assert {h.title for h in store.list_hits(HitQuery(jurisdiction="boston", limit=10))[0]} == {
+        f"Story {n}" for n in (0, 1, 2, 3, 4, 99)
+    }
     assert store.list_hits(HitQuery(feed="https://nowhere.example/rss"))[0] == []
 
 

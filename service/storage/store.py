@@ -402,10 +402,8 @@ class Storage:
         feed.error_count = u.error_count
         feed.next_check_at = u.next_check_at
         feed.last_new_items = u.new_items
-        if u.status is FetchStatus.ERROR:
-            feed.last_error = u.error
-        else:
-            feed.last_error = None
+        feed.last_error = u.error
+        if u.status is not FetchStatus.ERROR:
             if u.etag is not None:
                 feed.etag = u.etag
             if u.last_modified is not None:

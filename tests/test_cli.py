@@ -1,0 +1,111 @@
+"""The command line as a user's script drives it: subprocesses, real files, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, RULES
+from tests.seedfeed import seed_parts
+
+
+def dw(
+    *args: str, config: Path | None = None, stdin: str | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "service"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run(
+        [*cmd, *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n[matcher]\nrules = "{RULES}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_classify_keeps_order_and_shape() -> None:
+    title, summary, text = seed_parts()
+    lines = [
+        {"id": "seed", "title": title, "summary": summary, "text": text},
+        {
+            "id": "ice",
+            "title": "Ice storm closes schools across Massachusetts",
+            "summary": "Black ice made roads treacherous.",
+        },
+        {"id": "empty", "title": "", "summary": ""},
+    ]
+    out = dw(
+        "classify", "--rules", str(RULES), stdin="\n".join(json.dumps(x) for x in lines) + "\n"
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["seed", "ice", "empty"]
+    for r in rows:
+        assert {
+            "id",
+            "flagged",
+            "score",
+            "topics",
+            "event_type",
+            "jurisdictions",
+            "entities",
+            "evidence",
+        } <= set(r)
+    assert rows[0]["flagged"] and {"detainer", "sanctuary"} <= set(rows[0]["topics"])
+    assert not rows[1]["flagged"] and not rows[2]["flagged"]
+
+
+def test_classify_rejects_a_bad_line_with_its_number() -> None:
+    out = dw("classify", "--rules", str(RULES), stdin='{"id": 1, "title": "x"}\nnot json\n')
+    assert out.returncode == 1
+    assert "stdin line 2" in out.stderr
+
+
+def test_feeds_add_list_remove(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    assert dw("migrate", config=cfg).returncode == 0
+    added = dw("feeds", "add", "https://example.org/rss.xml", "--name", "Example", config=cfg)
+    assert added.returncode == 0 and "added: feed 1" in added.stdout
+    assert "already present" in dw("feeds", "add", "https://example.org/rss.xml", config=cfg).stdout
+    bad = dw("feeds", "add", "example.org/rss", config=cfg)
+    assert bad.returncode == 1 and "not an http(s) URL" in bad.stderr
+    listed = dw("feeds", "list", "--format", "json", config=cfg)
+    feeds = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert [f["url"] for f in feeds] == ["https://example.org/rss.xml"]
+    assert feeds[0]["next_check_at"] and feeds[0]["error_count"] == 0
+    assert "example.org/rss.xml" in dw("feeds", "list", config=cfg).stdout
+    assert dw("feeds", "remove", "https://example.org/rss.xml", config=cfg).returncode == 0
+    assert dw("feeds", "list", "--format", "json", config=cfg).stdout == ""
+    assert dw("feeds", "remove", "https://nope.example/", config=cfg).returncode == 1
+
+
+def test_migrate_reports_revisions_and_hits_on_empty_db(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    first = dw("migrate", config=cfg)
+    assert first.returncode == 0 and "upgraded from empty" in first.stdout
+    assert "up to date" in dw("migrate", config=cfg).stdout
+    hits = dw("hits", config=cfg)
+    assert hits.returncode == 0 and hits.stdout.startswith("id")
+    assert dw("hits", "--format", "csv", config=cfg).stdout.startswith("id,first_seen_at")
+
+
+def test_config_from_environment_variable(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "check-config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={"DW_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert str(cfg) in out.stdout

@@ -1,0 +1,142 @@
+"""The poll pass in-process: real local feeds, real SQLite, the real matcher and rules."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.fetch import Fetcher, build_client
+from service.match import Matcher
+from service.pipeline import Poller, PollSettings
+from service.storage import Storage
+from service.types import FetchStatus
+from tests.conftest import RULES
+from tests.seedfeed import SEED_URL, other_items, rss, seed_feed, seed_parts
+from tests.servers import FeedServer
+
+T0 = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def matcher() -> Matcher:
+    return Matcher.load(RULES)
+
+
+@pytest.fixture
+def poller(storage: Storage, matcher: Matcher) -> Iterator[tuple[Poller, Clock]]:
+    client = build_client("detainer-watch-test", 5, 5, 4)
+    clock = Clock()
+    p = Poller(
+        storage,
+        Fetcher(client, 1_000_000, 10),
+        matcher,
+        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=4),
+        clock,
+        random.Random(0),
+    )
+    yield p, clock
+    client.close()
+
+
+def test_one_bad_feed_does_not_stop_the_pass(
+    storage: Storage, poller: tuple[Poller, Clock]
+) -> None:
+    p, clock = poller
+    with FeedServer() as srv:
+        srv.route("/seed.xml", body=seed_feed(), etag='"1"')
+        srv.drop("/dead.xml")
+        srv.route("/gone.xml", status=404)
+        srv.route("/other.xml", body=rss(other_items()))
+        for path in ("/seed.xml", "/dead.xml", "/gone.xml", "/other.xml"):
+            storage.add_feed(srv.url(path), T0)
+        reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+    assert reports["seed.xml"].hits == 1 and reports["seed.xml"].status is FetchStatus.OK
+    assert reports["other.xml"].new_items == 3 and reports["other.xml"].hits == 0
+    assert reports["dead.xml"].status is FetchStatus.ERROR and reports["dead.xml"].error
+    assert "404" in (reports["gone.xml"].error or "")
+    feeds = {f.url.rsplit("/", 1)[1]: f for f in storage.list_feeds()}
+    assert feeds["dead.xml"].error_count == 1
+    assert feeds["dead.xml"].next_check_at is not None
+    assert feeds["dead.xml"].next_check_at > clock.now
+    # Only the failed feeds are due again soon; nothing is due right now.
+    assert storage.due_feeds(clock.now) == []
+
+
+def test_known_articles_are_not_matched_twice(
+    storage: Storage,
+    poller: tuple[Poller, Clock],
+    matcher: Matcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p, clock = poller
+    calls: list[str] = []
+    real = matcher.classify
+
+    def counting(title: str, summary: str = "", text: str = "") -> object:
+        calls.append(title)
+        return real(title, summary, text)
+
+    monkeypatch.setattr(p, "matcher", type("M", (), {"classify": staticmethod(counting)})())
+    with FeedServer() as srv:
+        srv.route("/a.xml", body=seed_feed())  # no validators: the server always sends 200
+        feed, _ = storage.add_feed(srv.url("/a.xml"), T0)
+        p.poll()
+        assert len(calls) == 1
+        # Same bytes again: skipped by the body hash before parsing.
+        clock.now += timedelta(hours=1)
+        assert p.poll()[0].new_items == 0
+        # A changed document with the same entry plus a new one: only the new one is matched.
+        srv.route(
+            "/a.xml",
+            body=rss(
+                [
+                    {
+                        "title": seed_parts()[0],
+                        "link": SEED_URL,
+                    },
+                    *other_items(1),
+                ]
+            ),
+        )
+        clock.now += timedelta(hours=1)
+        report = p.poll()[0]
+    assert report.new_items == 1
+    assert len(calls) == 2
+    assert storage.count_hits() == 1
+
+
+def test_syndicated_copy_joins_the_story_without_a_new_hit(
+    storage: Storage, poller: tuple[Poller, Clock]
+) -> None:
+    p, _ = poller
+    with FeedServer() as srv:
+        srv.route("/fox.xml", body=seed_feed())
+        # The same wire copy on another outlet, under its own URL, with tracking params.
+        srv.route(
+            "/mirror.xml",
+            body=seed_feed(
+                link="https://mirror.example/boston-detainers?utm_source=rss", title="Mirror"
+            ),
+        )
+        storage.add_feed(srv.url("/fox.xml"), T0)
+        storage.add_feed(srv.url("/mirror.xml"), T0)
+        reports = p.poll()
+    assert sum(r.hits for r in reports) == 1
+    assert sum(r.new_items for r in reports) == 2
+    hits, _ = storage.list_hits(__import__("service.types").types.HitQuery())
+    assert len(hits) == 1
+    assert {a.url for a in hits[0].articles} == {
+        SEED_URL,
+        "https://mirror.example/boston-detainers",
+    }

@@ -1,0 +1,234 @@
+"""Conditional GET of feeds with size and time limits: the HTTP edge of the poller.
+
+I/O. ``Fetcher.fetch`` turns one request into one ``FetchResult`` whatever happens on
+the network: httpx errors and HTTP error statuses become ``FetchStatus.ERROR`` values
+with a readable message, never exceptions. It does *not* parse, decide when to retry
+(``decide``) or store validators (``storage``); it only reports what the server said.
+Thread-safe: a ``Fetcher`` holds no mutable state and httpx's ``Client`` may be shared
+across threads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from service.errors import BodyTooLarge, FetchError
+from service.types import FeedForUpdate, FetchResult, FetchStatus
+
+DEFAULT_USER_AGENT = "detainer-watch/0.1 (+https://github.com/detainer-watch)"
+
+# Feeds move (http -> https, FeedBurner, CMS migrations) but a long chain is a loop or a
+# trap; browsers stop at 20, five is plenty for a feed.
+MAX_REDIRECTS = 5
+
+# Idle keep-alive connections per client: enough to reuse connections to the few hosts
+# that serve most feeds without holding sockets to every host we ever polled.
+MAX_KEEPALIVE_CONNECTIONS = 20
+
+# Formats we can parse, most specific first; some servers answer */* with an HTML page.
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
+)
+
+# Statuses whose Retry-After is a request to come back later (RFC 9110 §10.2.3).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+# Read the body in pieces so the size limit holds however the server sends it.
+CHUNK_BYTES = 64 * 1024
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_client(
+    user_agent: str, connect_timeout: float, read_timeout: float, max_connections: int
+) -> httpx.Client:
+    """The one HTTP client shared by every fetch (connection pooling, one UA)."""
+    return httpx.Client(
+        headers={"User-Agent": user_agent or DEFAULT_USER_AGENT, "Accept": ACCEPT},
+        timeout=httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+        ),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=min(max_connections, MAX_KEEPALIVE_CONNECTIONS),
+        ),
+        follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
+    )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date.
+    ``None`` when absent or unreadable; a date in the past gives ``0.0``."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - now).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _describe_http_error(exc: httpx.HTTPError) -> str:
+    detail = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__}): {detail}"
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect: {detail}"
+    if isinstance(exc, httpx.TooManyRedirects):
+        return f"too many redirects (more than {MAX_REDIRECTS})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"server broke the HTTP protocol: {detail}"
+    if isinstance(exc, httpx.DecodingError):
+        return f"could not decode the response body: {detail}"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return f"unsupported URL scheme: {detail}"
+    return f"{type(exc).__name__}: {detail}"
+
+
+class Fetcher:
+    """Fetches one feed at a time over a shared ``httpx.Client``.
+
+    ``max_bytes`` bounds the body; ``total_timeout`` bounds the whole attempt (connect,
+    redirects, headers and body), on top of the client's per-phase timeouts.
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        max_bytes: int,
+        total_timeout: float,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._client = client
+        self._max_bytes = max_bytes
+        self._total_timeout = total_timeout
+        self._clock = clock
+
+    def fetch(self, feed: FeedForUpdate) -> FetchResult:
+        """One conditional GET of ``feed.url``. Never raises for network or HTTP trouble."""
+        started = time.monotonic()
+        try:
+            return self._fetch(feed, started)
+        except FetchError as e:  # BodyTooLarge included
+            return self._error(str(e), e.status, started)
+
+    def _error(self, message: str, status: int | None, started: float) -> FetchResult:
+        return FetchResult(
+            status=FetchStatus.ERROR,
+            http_status=status,
+            error=message,
+            elapsed_s=time.monotonic() - started,
+        )
+
+    def _request_headers(self, feed: FeedForUpdate) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.last_modified:
+            headers["If-Modified-Since"] = feed.last_modified
+        return headers
+
+    def _timeout(self) -> httpx.Timeout:
+        """The client's per-phase timeouts, none longer than the whole-attempt budget."""
+        base = self._client.timeout
+
+        def bounded(value: float | None) -> float:
+            return self._total_timeout if value is None else min(value, self._total_timeout)
+
+        return httpx.Timeout(
+            connect=bounded(base.connect),
+            read=bounded(base.read),
+            write=bounded(base.write),
+            pool=bounded(base.pool),
+        )
+
+    def _fetch(self, feed: FeedForUpdate, started: float) -> FetchResult:
+        deadline = started + self._total_timeout
+        try:
+            with self._client.stream(
+                "GET", feed.url, headers=self._request_headers(feed), timeout=self._timeout()
+            ) as response:
+                return self._handle(feed, response, started, deadline)
+        except httpx.HTTPError as e:
+            raise FetchError(_describe_http_error(e)) from e
+        except httpx.InvalidURL as e:
+            raise FetchError(f"invalid URL {feed.url!r}: {e}") from e
+
+    def _handle(
+        self, feed: FeedForUpdate, response: httpx.Response, started: float, deadline: float
+    ) -> FetchResult:
+        status = response.status_code
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        final_url = str(response.url)
+        if status == httpx.codes.NOT_MODIFIED:
+            return FetchResult(
+                status=FetchStatus.NOT_MODIFIED,
+                http_status=status,
+                headers=headers,
+                etag=headers.get("etag") or feed.etag,
+                last_modified=headers.get("last-modified") or feed.last_modified,
+                final_url=final_url,
+                elapsed_s=time.monotonic() - started,
+            )
+        if status >= 300:
+            retry_after = None
+            if status in RETRY_AFTER_STATUSES:
+                retry_after = parse_retry_after(headers.get("retry-after"), self._clock())
+            reason = response.reason_phrase or ""
+            kind = "HTTP" if status >= 400 else "unexpected HTTP"
+            return FetchResult(
+                status=FetchStatus.ERROR,
+                http_status=status,
+                headers=headers,
+                final_url=final_url,
+                error=f"{kind} {status} {reason}".strip(),
+                retry_after_s=retry_after,
+                elapsed_s=time.monotonic() - started,
+            )
+        body = self._read_body(response, deadline)
+        return FetchResult(
+            status=FetchStatus.OK,
+            http_status=status,
+            body=body,
+            headers=headers,
+            etag=headers.get("etag"),
+            last_modified=headers.get("last-modified"),
+            final_url=final_url,
+            elapsed_s=time.monotonic() - started,
+        )
+
+    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
+        too_large = f"body larger than {self._max_bytes} bytes"
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise BodyTooLarge(f"{too_large} (Content-Length: {declared})", response.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes(CHUNK_BYTES):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise BodyTooLarge(too_large, response.status_code)
+            if time.monotonic() > deadline:
+                raise FetchError(
+                    f"timed out: body not complete after {self._total_timeout:g} s",
+                    response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)

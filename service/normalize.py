@@ -1,0 +1,248 @@
+"""Turn a parsed feed entry into an ``Article``: plain text, canonical URL, UTC time, hash.
+
+Pure: no network, no database, no clock. This module owns what "the same article" means
+(canonical URL, content hash, guid fallback). It does *not* decide whether an article is
+new (``decide``) or relevant (``match``), and it never fetches a page to learn more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from urllib.parse import parse_qsl, quote_plus, urlencode, urljoin, urlsplit, urlunsplit
+
+from service.types import Article, RawEntry
+
+# Elements whose content is never reader-visible text.
+SKIPPED_ELEMENTS = frozenset({"script", "style", "template"})
+
+# Elements that separate words: "<p>a</p><p>b</p>" must read "a b", not "ab".
+BLOCK_ELEMENTS = frozenset(
+    {
+        "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt",
+        "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+        "hr", "img", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody",
+        "td", "tfoot", "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+
+# Feeds double-escape (finanzen.net's "&amp;quot;", NYT's "&lt;div&gt;" titles), so one
+# HTML pass can leave entities or tags behind; we repeat until nothing changes. Each pass
+# only shortens the text, so this terminates; the cap bounds the cost of adversarial
+# nesting ("&amp;amp;amp;..."), after which leftover markup starters are removed outright.
+MAX_HTML_PASSES = 8
+
+# Query parameters that identify a campaign or a click, never the article itself.
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid",
+        "mc_cid", "mc_eid", "ocid", "cmpid", "_ga", "_gl", "mkt_tok", "ito",
+        "ns_mchannel", "ns_campaign", "ns_source", "ns_linkname", "ns_fee",
+        "at_medium", "at_campaign", "smid", "__twitter_impression",
+    }
+)  # fmt: skip
+TRACKING_PARAM_PREFIXES = ("utm_",)
+
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+# Google News titles read "Headline - Outlet"; the outlet is also in <source>.
+SOURCE_SUFFIX_SEPARATOR = " - "
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the text of an HTML fragment, skipping scripts and styles."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in SKIPPED_ELEMENTS:
+            self._skip_depth += 1
+        elif tag in BLOCK_ELEMENTS:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in BLOCK_ELEMENTS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in SKIPPED_ELEMENTS:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in BLOCK_ELEMENTS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self.parts.append(data)
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+# What html.parser gives back as text but a reader would see as markup: unterminated
+# constructs such as "<!-->" (an empty comment to browsers, text to html.parser).
+_LEFTOVER_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+
+
+def _html_pass(fragment: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(fragment)
+    parser.close()
+    return _collapse(_LEFTOVER_TAG.sub(" ", "".join(parser.parts)))
+
+
+_MARKUP_START = re.compile(r"<|&(?=[#A-Za-z])")
+
+
+def html_to_text(fragment: str) -> str:
+    """Plain text of an HTML fragment: tags, scripts and styles dropped, entities
+    unescaped, whitespace collapsed to single spaces. Idempotent:
+    ``html_to_text(html_to_text(x)) == html_to_text(x)``.
+
+    Escaped markup is unescaped until none is left, so text that *talks about* HTML
+    ("write &amp;lt;p&amp;gt;") loses its examples; news copy does not need them.
+    """
+    text = _collapse(fragment)
+    for _ in range(MAX_HTML_PASSES):
+        after = _html_pass(text)
+        if after == text:
+            return text
+        text = after
+    # Pathological nesting: drop whatever could still start a tag or an entity.
+    return _collapse(_MARKUP_START.sub(" ", text))
+
+
+def _canonical_netloc(scheme: str, netloc: str) -> str:
+    userinfo, at, hostport = netloc.rpartition("@")
+    host, port = hostport, ""
+    if not hostport.endswith("]"):  # not a bare IPv6 literal such as "[::1]"
+        head, colon, tail = hostport.rpartition(":")
+        if colon and (tail.isdigit() or tail == ""):
+            host, port = head, tail
+    host = host.lower()
+    if port in ("", DEFAULT_PORTS.get(scheme)):
+        port = ""
+    return f"{userinfo}{at}{host}{':' + port if port else ''}"
+
+
+def _is_tracking(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PARAM_PREFIXES)
+
+
+# urlsplit drops leading C0 controls and spaces (WHATWG); str.strip drops Unicode spaces.
+_C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
+
+
+def _strip_padding(url: str) -> str:
+    while True:
+        stripped = url.strip().strip(_C0_AND_SPACE)
+        if stripped == url:
+            return url
+        url = stripped
+
+
+def canonical_url(url: str) -> str:
+    """The form of ``url`` we compare articles by: lower-case scheme and host, no default
+    port, no fragment, no tracking parameters, remaining parameters sorted. The path is
+    kept as it is (servers may treat it case-sensitively). Idempotent. Strings that do
+    not parse as URLs come back stripped but otherwise unchanged.
+    """
+    url = _strip_padding(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    netloc = _canonical_netloc(scheme, parts.netloc) if parts.netloc else ""
+    path = parts.path
+    if netloc and scheme in DEFAULT_PORTS and not path:
+        path = "/"
+    params = [
+        (name, value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        if not _is_tracking(name)
+    ]
+    query = urlencode(sorted(params), quote_via=quote_plus)
+    try:
+        return _strip_padding(urlunsplit((scheme, netloc, path, query, "")))
+    except ValueError:
+        return url
+
+
+def _hash_part(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def content_hash(title: str, summary: str, text: str) -> str:
+    """sha256 hex of the case-folded, whitespace-collapsed title, summary and text."""
+    joined = "\x1f".join(_hash_part(part) for part in (title, summary, text))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
+def _to_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def strip_source_suffix(title: str, source: str) -> str:
+    """``"Headline - Outlet"`` -> ``"Headline"`` when ``Outlet`` is ``source``."""
+    head, sep, tail = title.rpartition(SOURCE_SUFFIX_SEPARATOR)
+    if sep and head.strip() and source and tail.strip().casefold() == source.casefold():
+        return head.strip()
+    return title
+
+
+def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> Article:
+    """One ``RawEntry`` as an ``Article``.
+
+    source: the entry's ``<source>`` outlet, else the feed title, else the feed's host.
+    guid: the entry id, else the canonical URL, else the content hash.
+    text: the entry's full content, unless it only repeats the summary.
+    """
+    source = (
+        html_to_text(entry.source_title or "") or html_to_text(feed_title or "") or _host(feed_url)
+    )
+    title = strip_source_suffix(html_to_text(entry.title), source)
+    summary = html_to_text(entry.summary_html)
+    content = html_to_text(entry.content_html)
+    text = content if content != summary else ""
+    url = canonical_url(urljoin(feed_url, entry.link.strip())) if entry.link else ""
+    digest = content_hash(title, summary, text)
+    guid = (entry.guid or "").strip() or url or digest
+    author = html_to_text(entry.author or "") or None
+    return Article(
+        url=url,
+        guid=guid,
+        title=title,
+        summary=summary,
+        text=text,
+        published_at=_to_utc(entry.published),
+        source=source,
+        content_hash=digest,
+        author=author,
+    )
+
+
+__all__ = [
+    "canonical_url",
+    "content_hash",
+    "html_to_text",
+    "normalize_entry",
+    "strip_source_suffix",
+]

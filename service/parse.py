@@ -1,0 +1,191 @@
+"""Feed document bytes + HTTP headers -> ``ParsedFeed`` of ``RawEntry`` (feedparser).
+
+Pure: feedparser only ever sees bytes we already hold (wrapped in a stream, so it can
+never mistake them for a URL or a file name and fetch or open anything). This module
+does *not* strip HTML, canonicalise URLs or judge relevance (``normalize``, ``match``);
+it translates feedparser's loose dictionaries and exceptions into our records and
+``ParseError``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import io
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+from xml.sax import SAXParseException
+
+import feedparser
+
+from service.errors import ParseError
+from service.types import ParsedFeed, RawEntry
+
+# feedparser's own defaults, spelled out so a change of its module globals elsewhere
+# cannot change us: strip scripts/styles/event handlers from entry HTML, and resolve
+# relative links against the feed's URL (passed as Content-Location).
+SANITIZE_HTML = True
+RESOLVE_RELATIVE_URIS = True
+
+# How much of a document to quote in a ParseError.
+ERROR_SNIPPET_CHARS = 60
+
+
+def _struct_to_utc(value: Any) -> datetime | None:
+    """feedparser's ``*_parsed`` values are UTC ``struct_time``s."""
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _optional(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _link(value: Any, base: str) -> str | None:
+    """An entry link, resolved against the feed URL (feedparser resolves only when it
+    knows the document's location, i.e. when response headers were given)."""
+    link = _optional(value)
+    if link is None:
+        return None
+    try:
+        return urljoin(base, link)
+    except ValueError:
+        return link
+
+
+def _entry_published(entry: Mapping[str, Any]) -> datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        moment = _struct_to_utc(entry.get(key))
+        if moment is not None:
+            return moment
+    return None
+
+
+def _entry_content(entry: Mapping[str, Any]) -> str:
+    """The entry's full content (``content:encoded``, Atom ``<content>``), parts joined."""
+    parts = [part for part in entry.get("content") or () if isinstance(part, Mapping)]
+    values = [_text(part.get("value")) for part in parts]
+    return "\n".join(value for value in values if value.strip())
+
+
+def _raw_entry(entry: Mapping[str, Any], url: str) -> RawEntry:
+    source = entry.get("source")
+    source_title = source_url = None
+    if isinstance(source, Mapping):
+        source_title = _optional(source.get("title"))
+        source_url = _optional(source.get("href"))
+    return RawEntry(
+        guid=_optional(entry.get("id")),
+        link=_link(entry.get("link"), url),
+        title=_text(entry.get("title")),
+        summary_html=_text(entry.get("summary")),
+        content_html=_entry_content(entry),
+        published=_entry_published(entry),
+        source_title=source_title,
+        source_url=source_url,
+        author=_optional(entry.get("author")),
+    )
+
+
+def _ttl_minutes(feed: Mapping[str, Any]) -> int | None:
+    try:
+        ttl = int(str(feed.get("ttl", "")).strip())
+    except ValueError:
+        return None
+    return ttl if ttl > 0 else None
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line, user-facing account of why feedparser called the document bozo."""
+    detail = str(exc).strip()
+    if isinstance(exc, SAXParseException):
+        where = f" at line {exc.getLineNumber()}, column {exc.getColumnNumber()}"
+        return f"malformed XML{where}: {exc.getMessage()}"
+    if isinstance(exc, feedparser.CharacterEncodingOverride):
+        return f"wrong encoding declaration: {detail}"
+    if isinstance(exc, feedparser.CharacterEncodingUnknown):
+        return f"unknown character encoding: {detail}"
+    if isinstance(exc, feedparser.NonXMLContentType):
+        return f"not served as XML: {detail}"
+    name = type(exc).__name__
+    return f"{name}: {detail}" if detail else name
+
+
+def _snippet(body: bytes) -> str:
+    head = body.lstrip()[:ERROR_SNIPPET_CHARS].decode("utf-8", "replace")
+    return " ".join(head.split())
+
+
+def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
+    """Parse a feed document.
+
+    ``headers`` are the response headers (any case); their Content-Type tells feedparser
+    the encoding. Pass ``{}`` for a document that did not come over HTTP (a file): the
+    XML declaration then decides. ``url`` is the document's final URL, used only to
+    resolve relative links.
+
+    Malformed documents that still yield a feed come back with ``bozo_error`` set and
+    whatever entries could be recovered. Raises ``ParseError`` when the body is not a
+    feed at all (empty, HTML, garbage) or is too broken to yield anything.
+    """
+    if not body.strip():
+        raise ParseError("empty document: the response body had no content")
+    response_headers = {name.lower(): value for name, value in headers.items()}
+    had_content_type = "content-type" in response_headers
+    if response_headers:
+        # Only with real response headers: any header at all switches feedparser to
+        # HTTP rules (with no Content-Type, an undeclared encoding then means ISO-8859-1
+        # rather than UTF-8), which would change how a file from disk decodes.
+        response_headers["content-location"] = urljoin(
+            url, response_headers.get("content-location", "")
+        )
+    try:
+        result = feedparser.parse(
+            io.BytesIO(body),
+            response_headers=response_headers,
+            resolve_relative_uris=RESOLVE_RELATIVE_URIS,
+            sanitize_html=SANITIZE_HTML,
+        )
+    except Exception as e:  # feedparser's parsers raise assorted errors on odd input
+        raise ParseError(f"feed parser failed: {type(e).__name__}: {e}") from e
+
+    feed: Mapping[str, Any] = result.get("feed") or {}
+    entries = tuple(
+        _raw_entry(entry, url)
+        for entry in result.get("entries") or ()
+        if isinstance(entry, Mapping)
+    )
+    version = result.get("version") or ""
+    title = _optional(feed.get("title"))
+    link = _optional(feed.get("link"))
+
+    exc = result.get("bozo_exception") if result.get("bozo") else None
+    # "no Content-type specified" says nothing about the document itself.
+    if isinstance(exc, feedparser.NonXMLContentType) and not had_content_type:
+        exc = None
+    bozo_error = _describe(exc) if exc is not None else None
+
+    if not entries:
+        if not version:
+            reason = bozo_error or "no RSS, Atom or RDF root element"
+            raise ParseError(f"not a feed ({reason}); document starts {_snippet(body)!r}")
+        if bozo_error is not None and not (title or link):
+            raise ParseError(f"broken feed with nothing usable: {bozo_error}")
+
+    return ParsedFeed(
+        title=title,
+        link=link,
+        entries=entries,
+        bozo_error=bozo_error,
+        ttl_minutes=_ttl_minutes(feed),
+    )

@@ -1,0 +1,231 @@
+"""service.normalize: text, canonical URLs, hashes and RawEntry -> Article."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.normalize import (
+    MAX_HTML_PASSES,
+    canonical_url,
+    content_hash,
+    html_to_text,
+    normalize_entry,
+    strip_source_suffix,
+)
+from service.types import RawEntry
+
+TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+FEED_URL = "https://www.example.org/feeds/news.xml"
+
+
+# ---------------------------------------------------------------- html_to_text
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<p>Sheriff <b>refuses</b> detainer</p>", "Sheriff refuses detainer"),
+        ("<p>One</p><p>Two</p>", "One Two"),
+        ("line<br>break<br/>here", "line break here"),
+        ("a<script>var x = '<p>';</script>b<style>p {}</style>c", "abc"),
+        ("AT&amp;T &eacute;t&eacute; &#8220;q&#x201d; &nbsp;x", "AT&T été “q” x"),
+        ("  lots \n\t of   space  ", "lots of space"),
+        ("&lt;div&gt;Trump Insists&lt;/div&gt;", "Trump Insists"),  # NYT 2017 title
+        ("&amp;quot;Buy&amp;quot;", '"Buy"'),  # finanzen.net double escaping
+        ("<!-- comment -->kept<![CDATA[ x ]]>", "kept"),
+        ("5 < 6 and 7 > 3", "5 < 6 and 7 > 3"),
+        ("", ""),
+    ],
+)
+def test_html_to_text_examples(html: str, text: str) -> None:
+    assert html_to_text(html) == text
+
+
+def test_html_to_text_deep_escaping_is_bounded() -> None:
+    nested = "&amp;" + "amp;" * (MAX_HTML_PASSES + 5) + "lt;b&gt;x"
+    out = html_to_text(nested)
+    assert not TAG.search(out)
+    assert html_to_text(out) == out
+
+
+HTML_PIECES = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "<p>", "</p>", "<br/>", "<b>", "</b>", "<script>", "</script>", "<style>",
+            "</style>", "<a href='x'>", "</a>", "&amp;", "&lt;", "&gt;", "&nbsp;", "&#60;",
+            "&#x3e;", "&quot;", "<!--", "-->", "<![CDATA[", "]]>", "<", ">", "&", "</",
+            "<?php ?>", "<!DOCTYPE html>", "&amp;lt;p&amp;gt;", "\n", " ", "é", "<div ",
+        ]
+    ),
+)  # fmt: skip
+HTMLISH = st.lists(HTML_PIECES, max_size=30).map("".join)
+
+
+@given(st.one_of(HTMLISH, st.text()))
+def test_html_to_text_is_idempotent_and_tag_free(html: str) -> None:
+    text = html_to_text(html)
+    assert html_to_text(text) == text
+    assert not TAG.search(text)
+    assert text == text.strip()
+    assert "  " not in text
+
+
+# ---------------------------------------------------------------- canonical_url
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("HTTPS://WWW.Example.COM:443/News/Story.html", "https://www.example.com/News/Story.html"),
+        ("http://example.com:80", "http://example.com/"),
+        ("http://example.com:8080/a", "http://example.com:8080/a"),
+        ("https://example.com/a#comments", "https://example.com/a"),
+        (
+            "https://example.com/a?utm_source=rss&b=2&utm_medium=feed&a=1&fbclid=x&gclid=y",
+            "https://example.com/a?a=1&b=2",
+        ),
+        ("https://example.com/a?mc_cid=1&mc_eid=2&ocid=3&cmpid=4&_ga=5&UTM_Campaign=6",
+         "https://example.com/a"),
+        ("https://nyt.example/x.html?partner=rss&emc=rss&smid=tw", "https://nyt.example/x.html?emc=rss&partner=rss"),
+        ("https://example.com/search?q=ice+detainer&page=2", "https://example.com/search?page=2&q=ice+detainer"),
+        ("  https://example.com/a  ", "https://example.com/a"),
+        ("https://user@Example.com/a", "https://user@example.com/a"),
+        ("https://[2001:DB8::1]:443/a", "https://[2001:db8::1]/a"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ],
+)  # fmt: skip
+def test_canonical_url_examples(url: str, canonical: str) -> None:
+    assert canonical_url(url) == canonical
+
+
+URLISH = st.builds(
+    lambda scheme, host, port, path, query, fragment: (
+        f"{scheme}://{host}{port}{path}{query}{fragment}"
+    ),
+    st.sampled_from(["http", "https", "HTTP", "HttpS", "ftp"]),
+    st.from_regex(r"[A-Za-z0-9.-]{1,20}", fullmatch=True),
+    st.sampled_from(["", ":80", ":443", ":8080", ":"]),
+    st.sampled_from(["", "/", "/a/B", "/%7Euser/x y", "/a;p"]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "B", "utm_source", "fbclid", "q", "x y", "%zz", ""]),
+            st.text(max_size=5),
+        ),
+        max_size=4,
+    ).map(lambda pairs: "?" + "&".join(f"{k}={v}" for k, v in pairs) if pairs else ""),
+    st.sampled_from(["", "#", "#frag"]),
+)
+
+
+@given(st.one_of(URLISH, st.text()))
+def test_canonical_url_is_idempotent(url: str) -> None:
+    once = canonical_url(url)
+    assert canonical_url(once) == once
+
+
+@given(URLISH)
+def test_canonical_url_drops_tracking_and_fragments(url: str) -> None:
+    once = canonical_url(url)
+    assert "#" not in once
+    assert "utm_source=" not in once and "fbclid=" not in once
+
+
+# ---------------------------------------------------------------- content_hash
+
+
+def test_content_hash_ignores_case_and_spacing() -> None:
+    a = content_hash("ICE  Detainer", "Sheriff\nrefuses", "")
+    b = content_hash("ice detainer", " sheriff refuses ", "")
+    assert a == b and len(a) == 64 and int(a, 16) >= 0
+
+
+def test_content_hash_keeps_fields_apart() -> None:
+    assert content_hash("a b", "", "") != content_hash("a", "b", "")
+    assert content_hash("a", "b", "") != content_hash("a", "c", "")
+
+
+# ---------------------------------------------------------------- normalize_entry
+
+
+def raw(**overrides: object) -> RawEntry:
+    fields: dict[str, object] = {
+        "guid": "urn:1",
+        "link": "https://www.example.org/news/1?utm_source=rss#top",
+        "title": "Sheriff <b>refuses</b> ICE detainer",
+        "summary_html": "<p>The sheriff said no.</p>",
+        "content_html": "",
+        "published": datetime(2025, 1, 6, 10, 0, tzinfo=timezone(timedelta(hours=-5))),
+    }
+    fields.update(overrides)
+    return RawEntry(**fields)  # type: ignore[arg-type]
+
+
+def test_normalize_entry_basic() -> None:
+    article = normalize_entry(raw(author="<i>A. Reporter</i>"), "County Times", FEED_URL)
+    assert article.url == "https://www.example.org/news/1"
+    assert article.guid == "urn:1"
+    assert article.title == "Sheriff refuses ICE detainer"
+    assert article.summary == "The sheriff said no."
+    assert article.text == ""
+    assert article.published_at == datetime(2025, 1, 6, 15, 0, tzinfo=UTC)
+    assert article.published_at is not None and article.published_at.tzinfo is UTC
+    assert article.source == "County Times"
+    assert article.author == "A. Reporter"
+    assert article.content_hash == content_hash(article.title, article.summary, article.text)
+
+
+def test_google_news_title_suffix_and_source() -> None:
+    entry = raw(
+        title="Sheriff refuses ICE detainer - The Boston Globe",
+        source_title="The Boston Globe",
+        source_url="https://www.bostonglobe.com",
+    )
+    article = normalize_entry(entry, '"detainer" - Google News', FEED_URL)
+    assert article.source == "The Boston Globe"
+    assert article.title == "Sheriff refuses ICE detainer"
+
+
+def test_title_suffix_kept_when_it_is_not_the_source() -> None:
+    entry = raw(title="Vote on 287(g) - what it means", source_title="The Boston Globe")
+    assert normalize_entry(entry, None, FEED_URL).title == "Vote on 287(g) - what it means"
+    assert strip_source_suffix("Outlet", "Outlet") == "Outlet"
+
+
+def test_source_falls_back_to_feed_host() -> None:
+    assert normalize_entry(raw(), None, FEED_URL).source == "www.example.org"
+    assert normalize_entry(raw(), "  ", FEED_URL).source == "www.example.org"
+
+
+def test_guid_falls_back_to_url_then_hash() -> None:
+    no_guid = normalize_entry(raw(guid=None), None, FEED_URL)
+    assert no_guid.guid == "https://www.example.org/news/1"
+    neither = normalize_entry(raw(guid="  ", link=None), None, FEED_URL)
+    assert neither.url == ""
+    assert neither.guid == neither.content_hash
+
+
+def test_relative_link_resolved_against_feed_url() -> None:
+    article = normalize_entry(raw(link="../stories/2.html"), None, FEED_URL)
+    assert article.url == "https://www.example.org/stories/2.html"
+
+
+def test_text_only_when_content_differs_from_summary() -> None:
+    same = normalize_entry(raw(content_html="<div>The sheriff   said no.</div>"), None, FEED_URL)
+    assert same.text == ""
+    longer = normalize_entry(
+        raw(content_html="<p>The sheriff said no.</p><p>More detail.</p>"), None, FEED_URL
+    )
+    assert longer.text == "The sheriff said no. More detail."
+
+
+def test_naive_published_is_taken_as_utc() -> None:
+    article = normalize_entry(raw(published=datetime(2025, 1, 6, 10, 0)), None, FEED_URL)
+    assert article.published_at == datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
+    assert normalize_entry(raw(published=None), None, FEED_URL).published_at is None

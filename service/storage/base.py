@@ -1,0 +1,122 @@
+"""Shared plumbing of the storage classes: sessions, row-to-record conversion."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
+
+from service.errors import StorageError
+from service.storage.tables import (
+    DeliveryRow,
+    FeedRow,
+    SubscriptionRow,
+)
+from service.types import (
+    DeliveryRecord,
+    FeedRecord,
+    Subscription,
+)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _feed_record(row: FeedRow) -> FeedRecord:
+    assert row.id is not None
+    return FeedRecord(
+        id=row.id,
+        url=row.url,
+        name=row.name,
+        origin=row.origin,
+        interval_s=row.interval_s,
+        enabled=row.enabled,
+        disabled_reason=row.disabled_reason,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        body_hash=row.body_hash,
+        last_checked_at=_utc(row.last_checked_at),
+        last_status=row.last_status,
+        last_http_status=row.last_http_status,
+        last_error=row.last_error,
+        error_count=row.error_count,
+        last_new_items=row.last_new_items,
+        next_check_at=_utc(row.next_check_at),
+    )
+
+
+def _subscription(row: SubscriptionRow) -> Subscription:
+    assert row.id is not None
+    return Subscription(
+        id=row.id,
+        url=row.url,
+        name=row.name,
+        format=row.format,
+        secret=row.secret,
+        min_score=row.min_score,
+        topics=tuple(row.topics),
+        enabled=row.enabled,
+        disabled_reason=row.disabled_reason,
+    )
+
+
+def _delivery(row: DeliveryRow) -> DeliveryRecord:
+    assert row.id is not None
+    return DeliveryRecord(
+        id=row.id,
+        hit_id=row.hit_id,
+        subscription_id=row.subscription_id,
+        webhook_id=row.webhook_id,
+        event_type=row.event_type,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt_at=_utc(row.next_attempt_at),
+        last_http_status=row.last_http_status,
+        last_error=row.last_error,
+        created_at=_utc(row.created_at),
+        delivered_at=_utc(row.delivered_at),
+    )
+
+
+def new_webhook_id() -> str:
+    """A Standard Webhooks message id: unique per delivery, kept across its retries."""
+    return "msg_" + secrets.token_urlsafe(18)
+
+
+class StoreBase:
+    """Owns the engine; every domain store adds methods over the same transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """One transaction; SQLAlchemy errors become StorageError at this edge."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except OperationalError as e:
+            raise StorageError(f"database error: {e.orig}") from e
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()

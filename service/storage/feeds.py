@@ -1,0 +1,110 @@
+"""Feeds and their health (schedule state, validators, errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from service.config import FeedConfig
+from service.storage.base import StoreBase, _feed_record
+from service.storage.tables import (
+    FeedRow,
+)
+from service.types import (
+    FeedRecord,
+)
+
+
+class FeedStore(StoreBase):
+    # ------------------------------------------------------------ feeds
+
+    def sync_config_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
+        """Add the config file's feeds (due now) and refresh their names and intervals."""
+        with self._session() as s:
+            existing = {r.url: r for r in s.exec(select(FeedRow)).all()}
+            for f in feeds:
+                row = existing.get(f.url)
+                if row is None:
+                    s.add(
+                        FeedRow(
+                            url=f.url,
+                            name=f.name,
+                            origin="config",
+                            interval_s=f.interval_s,
+                            next_check_at=now,
+                            created_at=now,
+                        )
+                    )
+                else:
+                    row.name = f.name or row.name
+                    row.interval_s = f.interval_s
+                    s.add(row)
+
+    def add_feed(
+        self, url: str, now: datetime, name: str | None = None, interval_s: float | None = None
+    ) -> tuple[FeedRecord, bool]:
+        """Add a feed (due now). Returns the feed and whether it was new."""
+        with self._session() as s:
+            row = s.exec(select(FeedRow).where(FeedRow.url == url)).first()
+            if row is not None:
+                return _feed_record(row), False
+            row = FeedRow(
+                url=url,
+                name=name,
+                origin="user",
+                interval_s=interval_s,
+                next_check_at=now,
+                created_at=now,
+            )
+            s.add(row)
+            s.flush()
+            return _feed_record(row), True
+
+    def remove_feed(self, url_or_id: str) -> FeedRecord | None:
+        """Delete a feed; its articles and hits stay (they are history)."""
+        with self._session() as s:
+            row = self._find_feed(s, url_or_id)
+            if row is None:
+                return None
+            record = _feed_record(row)
+            row.enabled = False
+            row.disabled_reason = "removed"
+            row.next_check_at = None
+            s.add(row)
+            return record
+
+    @staticmethod
+    def _find_feed(s: Session, url_or_id: str) -> FeedRow | None:
+        if url_or_id.isdigit():
+            return s.get(FeedRow, int(url_or_id))
+        return s.exec(select(FeedRow).where(FeedRow.url == url_or_id)).first()
+
+    def list_feeds(self, include_removed: bool = False) -> list[FeedRecord]:
+        with self._session() as s:
+            stmt = select(FeedRow).order_by(col(FeedRow.id))
+            rows = s.exec(stmt).all()
+            return [
+                _feed_record(r) for r in rows if include_removed or r.disabled_reason != "removed"
+            ]
+
+    def get_feed(self, url_or_id: str) -> FeedRecord | None:
+        with self._session() as s:
+            row = self._find_feed(s, url_or_id)
+            return None if row is None else _feed_record(row)
+
+    def due_feeds(self, now: datetime, limit: int = 1000) -> list[FeedRecord]:
+        with self._session() as s:
+            rows = s.exec(
+                select(FeedRow)
+                .where(FeedRow.enabled == True)  # noqa: E712 (SQL expression)
+                .where(or_(col(FeedRow.next_check_at).is_(None), col(FeedRow.next_check_at) <= now))
+                .order_by(col(FeedRow.next_check_at))
+                .limit(limit)
+            ).all()
+            return [_feed_record(r) for r in rows]
+
+    def enabled_feeds(self) -> list[FeedRecord]:
+        return [f for f in self.list_feeds() if f.enabled]

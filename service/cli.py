@@ -79,6 +79,8 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
             from service.alerts.sender import WebhookSender, build_webhook_client
             from service.fetch import Fetcher, build_client
             from service.pipeline import Poller, PollSettings
+            from service.politeness import HostGate
+            from service.stories import StoryPolicy
 
             ua = str(cfg["polling.user_agent"]) or USER_AGENT
             feed_client = build_client(
@@ -93,7 +95,12 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
             parts.poller = Poller(
                 storage=storage,
                 fetcher=Fetcher(
-                    feed_client, cfg["polling.max_bytes"], cfg["polling.total_timeout"]
+                    feed_client,
+                    cfg["polling.max_bytes"],
+                    cfg["polling.total_timeout"],
+                    host_gate=HostGate(
+                        cfg["polling.per_host_concurrency"], cfg["polling.per_host_delay"]
+                    ),
                 ),
                 matcher=load_matcher(cfg),
                 settings=PollSettings(
@@ -101,12 +108,22 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
                     cfg["polling.min_interval"],
                     cfg["polling.max_interval"],
                     cfg["polling.concurrency"],
+                    cfg["polling.disable_after"],
+                    cfg["polling.disable_after_errors"],
+                    stories=StoryPolicy(cfg["stories.threshold"], cfg["stories.window"]),
                 ),
                 clock=utc_now,
                 rng=rng,
             )
             parts.sender = WebhookSender(
-                storage, hook_client, cfg["delivery.max_attempts"], utc_now, rng
+                storage,
+                hook_client,
+                cfg["delivery.max_attempts"],
+                utc_now,
+                rng,
+                retry_span_s=cfg["delivery.retry_span"],
+                batch=cfg["delivery.batch"],
+                attempt_timeout_s=cfg["delivery.timeout"],
             )
         yield parts
     finally:
@@ -158,7 +175,13 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
         scheduler = ServiceScheduler(
             parts.poller, parts.sender, cfg["polling.tick"], cfg["delivery.tick"], utc_now()
         )
-        app = create_app(parts.storage, str(cfg["api.token"]), lambda: scheduler.alive)
+        app = create_app(
+            parts.storage,
+            str(cfg["api.token"]),
+            lambda: scheduler.alive,
+            allow_private_addresses=bool(cfg["network.allow_private_addresses"]),
+            clock=utc_now,
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -338,48 +361,19 @@ def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) ->
 
 
 def cmd_feeds(cfg: Config, args: argparse.Namespace) -> int:
-    from service.decide import parse_duration
+    from service import cli_feeds
 
     with build(cfg, pipeline=False) as parts:
         storage = parts.storage
         if args.feeds_cmd == "list":
-            feeds = storage.list_feeds()
-            if args.format == "json":
-                from service.api.app import feed_payload
-
-                for f in feeds:
-                    print(json.dumps(feed_payload(f)))
-                return 0
-            _table(
-                sys.stdout,
-                ["id", "status", "errors", "next check", "url", "last error"],
-                [
-                    [
-                        str(f.id),
-                        f.last_status or ("disabled" if not f.enabled else "new"),
-                        str(f.error_count),
-                        f.next_check_at.isoformat(timespec="minutes") if f.next_check_at else "-",
-                        f.url,
-                        (f.last_error or "")[:60],
-                    ]
-                    for f in feeds
-                ],
-            )
-            return 0
+            return cli_feeds.list_feeds(storage, args.format, _table)
         if args.feeds_cmd == "add":
-            from urllib.parse import urlsplit
-
-            parts_ = urlsplit(args.url)
-            if parts_.scheme not in ("http", "https") or not parts_.hostname:
-                print(
-                    f"error: {args.url!r} is not an http(s) URL; give the feed's full URL",
-                    file=sys.stderr,
-                )
-                return 1
-            interval = parse_duration(args.interval) if args.interval else None
-            feed, created = storage.add_feed(args.url, utc_now(), args.name, interval)
-            print(("added" if created else "already present") + f": feed {feed.id} {feed.url}")
-            return 0
+            ua = str(cfg["polling.user_agent"]) or USER_AGENT
+            return cli_feeds.add_feed(cfg, storage, args, utc_now(), ua)
+        if args.feeds_cmd == "import":
+            return cli_feeds.import_opml(cfg, storage, args.file, utc_now())
+        if args.feeds_cmd == "export":
+            return cli_feeds.export_opml(storage, utc_now(), sys.stdout)
         if args.feeds_cmd == "remove":
             removed = storage.remove_feed(args.url)
             if removed is None:
@@ -394,6 +388,70 @@ def cmd_feeds(cfg: Config, args: argparse.Namespace) -> int:
                 )
             return 0
     raise AssertionError(args.feeds_cmd)
+
+
+def cmd_deliveries(cfg: Config, args: argparse.Namespace) -> int:
+    from service.api.webhooks import delivery_payload
+
+    with build(cfg, pipeline=False) as parts:
+        storage = parts.storage
+        if args.deliveries_cmd == "retry":
+            d = storage.retry_delivery(args.id, utc_now())
+            if d is None:
+                print(f"error: no delivery {args.id}", file=sys.stderr)
+                return 1
+            print(
+                f"delivery {d.id} ({d.webhook_id}) is {d.status}; the service sends it at its "
+                "next delivery tick"
+            )
+            return 0
+        rows = storage.list_deliveries(args.status, args.limit)
+    if args.format == "json":
+        for d in rows:
+            print(json.dumps(delivery_payload(d)))
+        return 0
+    _table(
+        sys.stdout,
+        ["id", "hit", "webhook-id", "status", "tries", "next attempt", "last error"],
+        [
+            [
+                str(d.id),
+                str(d.hit_id or d.digest_period),
+                d.webhook_id,
+                d.status,
+                str(d.attempts),
+                d.next_attempt_at.isoformat(timespec="seconds")
+                if d.next_attempt_at and d.status == "pending"
+                else "-",
+                (d.last_error or "")[:50],
+            ]
+            for d in rows
+        ],
+    )
+    return 0
+
+
+def cmd_webhooks(cfg: Config, args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    with build(cfg, pipeline=False) as parts:
+        subs = parts.storage.list_subscriptions()
+    _table(
+        sys.stdout,
+        ["id", "state", "format", "origin", "digest", "receiver"],
+        [
+            [
+                str(s.id),
+                "enabled" if s.enabled else f"disabled: {s.disabled_reason}",
+                s.format,
+                s.origin,
+                s.digest or "-",
+                urlsplit(s.url).netloc,
+            ]
+            for s in subs
+        ],
+    )
+    return 0
 
 
 # ---------------------------------------------------------------- argument parsing
@@ -439,12 +497,32 @@ def _parser() -> argparse.ArgumentParser:
     fsub = feeds.add_subparsers(dest="feeds_cmd", required=True, metavar="ACTION")
     fl = fsub.add_parser("list", parents=[common], help="feeds with their health")
     fl.add_argument("--format", choices=("table", "json"), default="table")
-    fa = fsub.add_parser("add", parents=[common], help="add a feed URL")
+    fa = fsub.add_parser(
+        "add", parents=[common], help="add a feed URL, or a site URL whose page names its feed"
+    )
     fa.add_argument("url")
     fa.add_argument("--name")
     fa.add_argument("--interval", help='e.g. "10m"')
+    fa.add_argument(
+        "--no-discover", action="store_true", help="add the URL as given, without fetching it"
+    )
+    fi = fsub.add_parser("import", parents=[common], help="add the feeds of an OPML file")
+    fi.add_argument("file", metavar="FILE.opml")
+    fsub.add_parser("export", parents=[common], help="write the feeds as OPML 2.0 to stdout")
     fr = fsub.add_parser("remove", parents=[common], help="stop polling a feed (URL or id)")
     fr.add_argument("url")
+
+    dl = sub.add_parser("deliveries", parents=[common], help="webhook deliveries")
+    dsub = dl.add_subparsers(dest="deliveries_cmd", required=True, metavar="ACTION")
+    dls = dsub.add_parser("list", parents=[common], help="deliveries, newest first")
+    dls.add_argument("--status", choices=("pending", "delivered", "failed", "skipped"))
+    dls.add_argument("--limit", type=int, default=50)
+    dls.add_argument("--format", choices=("table", "json"), default="table")
+    drt = dsub.add_parser("retry", parents=[common], help="queue a failed delivery again")
+    drt.add_argument("id", type=int)
+    wh = sub.add_parser("webhooks", parents=[common], help="webhook subscriptions")
+    whsub = wh.add_subparsers(dest="webhooks_cmd", required=True, metavar="ACTION")
+    whsub.add_parser("list", parents=[common], help="subscriptions and their state")
 
     sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
     sub.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
@@ -460,6 +538,8 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "feeds": cmd_feeds,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
+    "deliveries": cmd_deliveries,
+    "webhooks": cmd_webhooks,
 }
 
 
@@ -481,8 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # Each poll and delivery is logged once by our own modules; the libraries' per-request
         # and per-job lines would double every line.
-        for noisy in ("httpx", "apscheduler"):
+        for noisy in ("httpx", "alembic"):
             logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        # "skipped: maximum number of running instances" is how coalescing looks, not a fault.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
         return COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -11,23 +11,40 @@ This module reads files and the environment it is handed; it creates nothing at 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from service.alerts.subscription import (
+    TOPICS,
+    WEBHOOK_FORMATS,
+    WebhookConfig,
+    check_secret,
+    check_url,
+    is_private_url,
+    parse_webhook,
+)
 from service.decide import parse_duration
 from service.errors import ConfigError
 
+__all__ = [
+    "SETTINGS",
+    "TOPICS",
+    "WEBHOOK_FORMATS",
+    "Config",
+    "ConfigError",
+    "FeedConfig",
+    "Setting",
+    "WebhookConfig",
+    "check_secret",
+    "is_private_url",
+    "load_config",
+]
+
 DEFAULT_CONFIG_PATH = "config/detainer-watch.toml"
-WEBHOOK_FORMATS = ("standard", "slack", "discord")
-TOPICS = ("detainer", "sanctuary", "287g")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +89,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("polling", "max_interval", "duration", 21600.0, "longest interval any feed may get"),
     Setting("polling", "tick", "duration", 30.0, "how often the scheduler looks for due feeds"),
     Setting("polling", "concurrency", "int", 8, "feeds fetched at once, all hosts together"),
+    Setting("polling", "per_host_concurrency", "int", 2, "feeds fetched at once from one host"),
+    Setting(
+        "polling",
+        "per_host_delay",
+        "duration",
+        1.0,
+        "shortest time between the starts of two requests to one host",
+    ),
+    Setting(
+        "polling",
+        "disable_after",
+        "duration",
+        30 * 86400.0,
+        "a feed failing without a break for this long (and disable_after_errors times) is disabled",
+    ),
+    Setting(
+        "polling",
+        "disable_after_errors",
+        "int",
+        10,
+        "consecutive failures needed, besides disable_after, before a feed is disabled",
+    ),
     Setting("polling", "connect_timeout", "duration", 10.0, "seconds to open a connection"),
     Setting("polling", "read_timeout", "duration", 30.0, "seconds to wait for each read"),
     Setting("polling", "total_timeout", "duration", 60.0, "seconds for a whole fetch"),
@@ -98,14 +137,43 @@ SETTINGS: tuple[Setting, ...] = (
         "rules file, relative to this config file",
     ),
     Setting("matcher", "threshold", "float", 0.5, "score in [0, 1] at which a story is a hit"),
+    Setting(
+        "stories",
+        "threshold",
+        "float",
+        0.3,
+        "resemblance (Jaccard of word 3-shingles, 0..1) at which two articles are one story "
+        "(measured in docs/stories.md)",
+    ),
+    Setting(
+        "stories",
+        "window",
+        "duration",
+        7 * 86400.0,
+        "near-duplicate copies join a story only when published this close together",
+    ),
     Setting("delivery", "tick", "duration", 5.0, "how often pending webhook deliveries are sent"),
     Setting("delivery", "timeout", "duration", 10.0, "seconds a webhook receiver gets to answer"),
     Setting(
         "delivery",
         "max_attempts",
         "int",
-        12,
-        "attempts before a delivery is marked failed (backoff doubles from 30s, capped 12h)",
+        30,
+        "attempts before a delivery is marked failed (waits double from 30s, at most 6h apart)",
+    ),
+    Setting(
+        "delivery",
+        "retry_span",
+        "duration",
+        3 * 86400.0,
+        "how long after a hit its delivery is retried before it is marked failed",
+    ),
+    Setting(
+        "delivery",
+        "batch",
+        "int",
+        100,
+        "deliveries one delivery tick sends at most",
     ),
     Setting("logging", "level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -113,15 +181,6 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 _SECTIONS = {s.section for s in SETTINGS}
 _FEED_KEYS = {"url": "feed URL (http or https)", "name": "display name", "interval": "duration"}
-_WEBHOOK_KEYS = {
-    "url": "receiver URL",
-    "name": "display name",
-    "secret": "whsec_ + base64 secret",
-    "secret_env": "environment variable holding the secret",
-    "format": "standard | slack | discord",
-    "min_score": "only hits scoring at least this",
-    "topics": "only hits with one of these topics",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +188,6 @@ class FeedConfig:
     url: str
     name: str | None = None
     interval_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookConfig:
-    url: str
-    secret: str
-    name: str | None = None
-    format: str = "standard"
-    min_score: float = 0.0
-    topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,33 +264,6 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
     raise AssertionError(f"unknown setting type {setting.type}")  # a bug in SETTINGS
 
 
-def _check_url(file: str, key: str, url: Any) -> str:
-    if (
-        not isinstance(url, str)
-        or urlsplit(url).scheme not in {"http", "https"}
-        or not urlsplit(url).hostname
-    ):
-        raise ConfigError(
-            file,
-            key,
-            f"{url!r} is not an http(s) URL",
-            "write a full URL such as https://example.org/feed.xml",
-        )
-    return url
-
-
-def is_private_url(url: str) -> bool:
-    """True when the URL's host is a loopback, private or link-local address or localhost."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-
-
 def _feeds(file: str, raw: Any, allow_private: bool) -> tuple[FeedConfig, ...]:
     if raw is None:
         return ()
@@ -265,7 +287,7 @@ def _feeds(file: str, raw: Any, allow_private: bool) -> tuple[FeedConfig, ...]:
                 )
         if "url" not in item:
             raise ConfigError(file, f"{where}.url", "missing", 'every [[feeds]] needs url = "..."')
-        url = _check_url(file, f"{where}.url", item["url"])
+        url = check_url(file, f"{where}.url", item["url"])
         if not allow_private and is_private_url(url):
             raise ConfigError(
                 file,
@@ -288,19 +310,6 @@ def _feeds(file: str, raw: Any, allow_private: bool) -> tuple[FeedConfig, ...]:
     return tuple(out)
 
 
-def check_secret(secret: str) -> str | None:
-    """Return why a Standard Webhooks secret is unusable, or None when it is fine."""
-    if not secret.startswith("whsec_"):
-        return "must start with whsec_"
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except binascii.Error:
-        return "the part after whsec_ is not valid base64"
-    if len(key) < 16:
-        return "is shorter than 16 bytes (24 base64 characters)"
-    return None
-
-
 def _webhooks(
     file: str, raw: Any, env: Mapping[str, str], allow_private: bool
 ) -> tuple[WebhookConfig, ...]:
@@ -318,94 +327,7 @@ def _webhooks(
         where = f"webhooks[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(file, where, "must be a table", "use [[webhooks]]")
-        for k in item:
-            if k not in _WEBHOOK_KEYS:
-                raise ConfigError(
-                    file, f"{where}.{k}", "unknown key", f"allowed keys: {', '.join(_WEBHOOK_KEYS)}"
-                )
-        if "url" not in item:
-            raise ConfigError(file, f"{where}.url", "missing", 'add url = "https://..."')
-        url = _check_url(file, f"{where}.url", item["url"])
-        if not allow_private and is_private_url(url):
-            raise ConfigError(
-                file,
-                f"{where}.url",
-                f"{url} is a loopback/private address",
-                "set [network] allow_private_addresses = true to allow it",
-            )
-        if "secret" in item and "secret_env" in item:
-            raise ConfigError(file, where, "has both secret and secret_env", "keep one")
-        if "secret_env" in item:
-            var = item["secret_env"]
-            if not isinstance(var, str) or not env.get(var):
-                raise ConfigError(
-                    file,
-                    f"{where}.secret_env",
-                    f"environment variable {var!r} is not set",
-                    f"export {var}=whsec_... before starting",
-                )
-            secret = env[var]
-            key = f"{where}.secret_env"
-        elif "secret" in item:
-            secret = item["secret"]
-            key = f"{where}.secret"
-            if not isinstance(secret, str):
-                raise ConfigError(file, key, "must be a string", "quote the secret")
-        else:
-            raise ConfigError(
-                file,
-                f"{where}.secret",
-                "missing",
-                'add secret_env = "NAME" (preferred) or secret = "whsec_..."',
-            )
-        problem = check_secret(secret)
-        if problem:
-            raise ConfigError(
-                file,
-                key,
-                f"the secret {problem}",
-                'generate one: python -c "import base64,os;'
-                "print('whsec_'+base64.b64encode(os.urandom(24)).decode())\"",
-            )
-        fmt = item.get("format", "standard")
-        if fmt not in WEBHOOK_FORMATS:
-            raise ConfigError(
-                file,
-                f"{where}.format",
-                f"unknown format {fmt!r}",
-                f"use one of {', '.join(WEBHOOK_FORMATS)}",
-            )
-        min_score = item.get("min_score", 0.0)
-        if (
-            isinstance(min_score, bool)
-            or not isinstance(min_score, int | float)
-            or not 0 <= min_score <= 1
-        ):
-            raise ConfigError(
-                file,
-                f"{where}.min_score",
-                f"bad value {min_score!r}",
-                "use a number between 0 and 1",
-            )
-        topics = item.get("topics", [])
-        if not isinstance(topics, list) or any(t not in TOPICS for t in topics):
-            raise ConfigError(
-                file,
-                f"{where}.topics",
-                f"bad value {topics!r}",
-                f"use a list drawn from {list(TOPICS)}",
-            )
-        name = item.get("name")
-        out.append(
-            WebhookConfig(
-                url=url,
-                secret=secret,
-                name=name if isinstance(name, str) else None,
-                format=fmt,
-                min_score=float(min_score),
-                topics=tuple(topics),
-            )
-        )
+        out.append(parse_webhook(item, file, where, env, allow_private))
     return tuple(out)
 
 
@@ -485,6 +407,8 @@ def load_config(
 def _check_ranges(file: str, v: dict[str, Any]) -> None:
     if not 0.0 <= v["matcher.threshold"] <= 1.0:
         raise ConfigError(file, "matcher.threshold", "must be between 0 and 1", "e.g. 0.5")
+    if not 0.0 < v["stories.threshold"] <= 1.0:
+        raise ConfigError(file, "stories.threshold", "must be above 0 and at most 1", "e.g. 0.3")
     if not 1 <= v["http.port"] <= 65535:
         raise ConfigError(file, "http.port", "must be between 1 and 65535", "e.g. 8080")
     if v["polling.min_interval"] > v["polling.max_interval"]:
@@ -494,7 +418,13 @@ def _check_ranges(file: str, v: dict[str, Any]) -> None:
             "is larger than max_interval",
             "make min_interval <= max_interval",
         )
-    for name in ("polling.concurrency", "polling.max_bytes", "delivery.max_attempts"):
+    for name in (
+        "polling.concurrency",
+        "polling.per_host_concurrency",
+        "polling.disable_after_errors",
+        "polling.max_bytes",
+        "delivery.max_attempts",
+    ):
         if v[name] < 1:
             raise ConfigError(file, name, "must be at least 1", "use a positive number")
     for name in ("polling.tick", "delivery.tick", "polling.interval"):

@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Collection, Iterable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 from service.types import Article
+
+FeedT = TypeVar("FeedT")
 
 # Spread checks by ±10 % so feeds added together (or failing together, e.g. when our
 # network drops) do not stay in lock-step and hit hosts in bursts.
@@ -30,6 +34,22 @@ MAX_RETRY_AFTER_S = 7 * 24 * 60 * 60.0
 # 2**1000 is still a finite float; past it the cap applies anyway, and ``2.0 ** n`` for
 # a huge error count would overflow.
 MAX_BACKOFF_DOUBLINGS = 1000
+
+# The rate of new items is a mean over about a day: long enough to ride out the gap
+# between bursts of a newsroom's publishing, short enough to notice a feed go quiet.
+RATE_TIME_CONSTANT_S = 24 * 60 * 60.0
+
+# Check a feed about once per this many new items: each check then finds news without
+# polling an empty feed (one or two items per check is what miniflux's entry-frequency
+# scheduler aims at too).
+ITEMS_PER_CHECK = 2.0
+
+# The adaptive interval stays within this factor of the feed's configured interval, so a
+# user's choice stays the centre and one burst or lull cannot swing it far.
+MAX_ADAPT_FACTOR = 4.0
+
+# RFC 9110 §15.5.11: "the target resource is no longer available ... likely permanent".
+GONE = 410
 
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([smhd])", re.IGNORECASE)
@@ -93,14 +113,128 @@ def next_check_after_error(
 
 
 def effective_interval_s(
-    interval_s: float, ttl_minutes: int | None, min_interval_s: float, max_interval_s: float
+    interval_s: float,
+    ttl_minutes: int | None,
+    min_interval_s: float,
+    max_interval_s: float,
+    cache_lifetime_s: float | None = None,
 ) -> float:
-    """The polling interval for a feed: its configured interval, lengthened to the feed's
-    own RSS ``<ttl>`` when that is longer, clamped to [min_interval_s, max_interval_s]."""
+    """The polling interval for a feed: ``interval_s`` (its configured or adaptive
+    interval), lengthened to the feed's own RSS ``<ttl>`` or the response's cache lifetime
+    (``Cache-Control: max-age``, ``Expires``) when those are longer, clamped to
+    [min_interval_s, max_interval_s]. They only lengthen: a server cannot make us poll it
+    more often than we chose."""
     wanted = interval_s
     if ttl_minutes is not None and ttl_minutes > 0:
         wanted = max(wanted, ttl_minutes * 60.0)
+    if cache_lifetime_s is not None and math.isfinite(cache_lifetime_s):
+        wanted = max(wanted, cache_lifetime_s)
     return min(max(wanted, min_interval_s), max_interval_s)
+
+
+def cache_lifetime_s(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds the response says it stays fresh, from lower-cased response ``headers``:
+    ``Cache-Control: max-age`` wins over ``Expires`` (RFC 9111 §5.3); ``Expires`` is
+    measured from the response's ``Date`` when it has one (clock skew), else from ``now``.
+    ``None`` when neither is given or readable, or with ``no-store`` / ``no-cache``."""
+    directives = [d.strip().lower() for d in headers.get("cache-control", "").split(",")]
+    if "no-store" in directives or "no-cache" in directives:
+        return None
+    for directive in directives:
+        name, _, value = directive.partition("=")
+        if name.strip() == "max-age":
+            value = value.strip().strip('"')
+            return float(value) if value.isdigit() else None
+    expires = _http_date(headers.get("expires"))
+    if expires is None:
+        return None
+    origin = _http_date(headers.get("date")) or now
+    return max(0.0, (expires - origin).total_seconds())
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None  # "Expires: 0" or "-1" mean "already expired" (RFC 9111 §5.3)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def items_per_hour(
+    previous: float | None, new_items: int, last_checked_at: datetime | None, now: datetime
+) -> float | None:
+    """The feed's rate of new items, an exponentially weighted mean over time.
+
+    The rate seen since the last check (``new_items`` per hour) moves the previous mean by
+    ``1 - exp(-elapsed / RATE_TIME_CONSTANT_S)``, so irregular check times weigh what they
+    cover. ``None`` (unknown) until a check follows an earlier one: a first poll's items are
+    the feed's backlog, not its rate.
+    """
+    _require_aware(now)
+    if last_checked_at is None:
+        return previous
+    elapsed = (now - last_checked_at).total_seconds()
+    if elapsed <= 0:
+        return previous
+    observed = max(new_items, 0) * 3600.0 / elapsed
+    if previous is None:
+        return observed
+    weight = 1.0 - math.exp(-elapsed / RATE_TIME_CONSTANT_S)
+    return previous + weight * (observed - previous)
+
+
+def adaptive_interval_s(
+    interval_s: float, rate_per_hour: float | None, min_interval_s: float, max_interval_s: float
+) -> float:
+    """The interval a feed's rate of new items asks for, around its configured one.
+
+    A feed is checked about once per ITEMS_PER_CHECK new items, but never more than
+    MAX_ADAPT_FACTOR times more or less often than its configured ``interval_s`` (that
+    choice stays the centre), and always within [min_interval_s, max_interval_s]. An
+    unknown rate keeps ``interval_s``; a silent feed drifts to the long end.
+    """
+    _require_positive("interval_s", interval_s)
+    if rate_per_hour is None or not math.isfinite(rate_per_hour):
+        wanted = interval_s
+    elif rate_per_hour <= 0:
+        wanted = interval_s * MAX_ADAPT_FACTOR
+    else:
+        wanted = ITEMS_PER_CHECK * 3600.0 / rate_per_hour
+        wanted = min(max(wanted, interval_s / MAX_ADAPT_FACTOR), interval_s * MAX_ADAPT_FACTOR)
+    return min(max(wanted, min_interval_s), max_interval_s)
+
+
+def disable_reason(
+    http_status: int | None,
+    error: str | None,
+    error_count: int,
+    failing_since: datetime | None,
+    now: datetime,
+    disable_after_s: float,
+    disable_after_errors: int,
+) -> str | None:
+    """Why a feed whose latest check failed should stop being polled, or ``None``.
+
+    ``410 Gone`` is the server saying the feed is gone for good: disabled at once. Any other
+    failure disables it only when it has failed ``disable_after_errors`` times in a row
+    *and* for at least ``disable_after_s`` (a count alone would kill a feed in a day of
+    outage; a time alone would kill one that was tried once and then backed off).
+    """
+    _require_aware(now)
+    if http_status == GONE:
+        return "410 Gone: the server says this feed was removed for good"
+    if failing_since is None or error_count < disable_after_errors:
+        return None
+    failing_for = (now - failing_since).total_seconds()
+    if failing_for < disable_after_s:
+        return None
+    days = failing_for / 86400.0
+    return (
+        f"failed {error_count} times in a row over {days:.0f} days "
+        f"(since {failing_since.date().isoformat()}); last error: {error or 'unknown'}"
+    )
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -155,3 +289,17 @@ def new_articles(
         seen_hashes.add(article.content_hash)
         fresh.append(article)
     return tuple(fresh)
+
+
+def interleave_by_host(feeds: Sequence[FeedT], host: Callable[[FeedT], str]) -> list[FeedT]:
+    """The feeds reordered round-robin across hosts (first feed of each host, then the
+    second, ...), keeping each host's order, so a host with many feeds does not occupy
+    every fetch thread while its politeness limit makes them wait."""
+    by_host: dict[str, list[FeedT]] = {}
+    for feed in feeds:
+        by_host.setdefault(host(feed), []).append(feed)
+    queues = list(by_host.values())
+    out: list[FeedT] = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[rank] for q in queues if rank < len(q))
+    return out

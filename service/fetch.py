@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from service.errors import BodyTooLarge, FetchError
+from service.politeness import HostGate
 from service.types import FeedForUpdate, FetchResult, FetchStatus
 
 DEFAULT_USER_AGENT = "detainer-watch/0.1 (+https://github.com/detainer-watch)"
@@ -42,6 +43,10 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 # Read the body in pieces so the size limit holds however the server sends it.
 CHUNK_BYTES = 64 * 1024
+
+# Redirects that tell us to use the new URL from now on (RFC 9110 §15.4.2, §15.4.9);
+# 302, 303 and 307 are temporary and leave the stored URL alone.
+PERMANENT_REDIRECTS = frozenset({301, 308})
 
 
 def utc_now() -> datetime:
@@ -84,6 +89,19 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+def permanent_target(response: httpx.Response) -> str | None:
+    """Where the leading run of permanent redirects (301/308) of ``response.history`` led:
+    the URL to store instead of the feed's. ``None`` without such a redirect. A chain
+    that turns temporary (301 then 302) moves the feed only as far as the permanent hops."""
+    target: str | None = None
+    hops = [*response.history, response]
+    for hop, following in zip(hops, hops[1:], strict=False):
+        if hop.status_code not in PERMANENT_REDIRECTS:
+            break
+        target = str(following.url)
+    return target
+
+
 def _describe_http_error(exc: httpx.HTTPError) -> str:
     detail = str(exc).strip() or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
@@ -115,14 +133,25 @@ class Fetcher:
         total_timeout: float,
         *,
         clock: Callable[[], datetime] = utc_now,
+        host_gate: HostGate | None = None,
     ) -> None:
         self._client = client
         self._max_bytes = max_bytes
         self._total_timeout = total_timeout
         self._clock = clock
+        self._host_gate = host_gate
 
     def fetch(self, feed: FeedForUpdate) -> FetchResult:
-        """One conditional GET of ``feed.url``. Never raises for network or HTTP trouble."""
+        """One conditional GET of ``feed.url``. Never raises for network or HTTP trouble.
+
+        With a ``HostGate``, waits for the host's turn first (the wait is not part of the
+        total timeout or of ``elapsed_s``)."""
+        if self._host_gate is None:
+            return self._fetch_now(feed)
+        with self._host_gate.slot(feed.url):
+            return self._fetch_now(feed)
+
+    def _fetch_now(self, feed: FeedForUpdate) -> FetchResult:
         started = time.monotonic()
         try:
             return self._fetch(feed, started)
@@ -177,6 +206,7 @@ class Fetcher:
         status = response.status_code
         headers = {name.lower(): value for name, value in response.headers.items()}
         final_url = str(response.url)
+        moved_to = permanent_target(response)
         if status == httpx.codes.NOT_MODIFIED:
             return FetchResult(
                 status=FetchStatus.NOT_MODIFIED,
@@ -186,6 +216,7 @@ class Fetcher:
                 last_modified=headers.get("last-modified") or feed.last_modified,
                 final_url=final_url,
                 elapsed_s=time.monotonic() - started,
+                permanent_url=moved_to,
             )
         if status >= 300:
             retry_after = None
@@ -201,6 +232,7 @@ class Fetcher:
                 error=f"{kind} {status} {reason}".strip(),
                 retry_after_s=retry_after,
                 elapsed_s=time.monotonic() - started,
+                permanent_url=moved_to,
             )
         body = self._read_body(response, deadline)
         return FetchResult(
@@ -212,6 +244,7 @@ class Fetcher:
             last_modified=headers.get("last-modified"),
             final_url=final_url,
             elapsed_s=time.monotonic() - started,
+            permanent_url=moved_to,
         )
 
     def _read_body(self, response: httpx.Response, deadline: float) -> bytes:

@@ -47,6 +47,17 @@ TRACKING_PARAM_PREFIXES = ("utm_",)
 
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
+# AMP ("Accelerated Mobile Pages") variants that name their canonical page unambiguously:
+# a query flag (?amp, ?amp=1; the Washington Post's ?outputType=amp), a trailing /amp path
+# segment (WordPress and many other CMSs), and Google's AMP cache, whose path carries the
+# origin URL (https://www-example-com.cdn.ampproject.org/c/s/www.example.com/story). An
+# "amp." host is not undone (amp.example.com/x is not always www.example.com/x): where the
+# feed names the canonical page, parse prefers that link instead.
+AMP_FLAG_PARAMS = frozenset({"amp"})
+AMP_VALUED_PARAMS = {"outputtype": "amp"}
+AMP_PATH_SEGMENT = "amp"
+AMP_CACHE_SUFFIX = ".cdn.ampproject.org"
+
 # Google News titles read "Headline - Outlet"; the outlet is also in <source>.
 SOURCE_SUFFIX_SEPARATOR = " - "
 
@@ -135,6 +146,54 @@ def _is_tracking(name: str) -> bool:
     return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PARAM_PREFIXES)
 
 
+def _is_amp_param(name: str, value: str) -> bool:
+    lowered = name.lower()
+    return lowered in AMP_FLAG_PARAMS or AMP_VALUED_PARAMS.get(lowered) == value.lower()
+
+
+def _from_amp_cache(netloc: str, path: str) -> tuple[str, str, str] | None:
+    """(scheme, netloc, path) of the origin page of a Google AMP cache URL, else None."""
+    if not netloc.endswith(AMP_CACHE_SUFFIX):
+        return None
+    rest = path.removeprefix("/c/")
+    if rest == path:
+        return None
+    scheme = "https" if rest.startswith("s/") else "http"
+    host, _, tail = rest.removeprefix("s/").partition("/")
+    if not host:
+        return None
+    return scheme, host.lower(), "/" + tail
+
+
+def _strip_amp_and_slash(path: str) -> str:
+    """Drop trailing ``/amp`` segments and trailing slashes (the root stays ``/``)."""
+    while True:
+        trimmed = path.rstrip("/")
+        head, sep, last = trimmed.rpartition("/")
+        if sep and last.lower() == AMP_PATH_SEGMENT:
+            trimmed = head
+        if trimmed == path:
+            return path
+        path = trimmed
+
+
+def is_amp_url(url: str) -> bool:
+    """Whether ``url`` looks like an AMP page (an ``amp.`` host included)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    segments = [seg.lower() for seg in parts.path.split("/")]
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    return (
+        host.startswith("amp.")
+        or host.endswith(AMP_CACHE_SUFFIX)
+        or AMP_PATH_SEGMENT in segments
+        or any(_is_amp_param(name, value) for name, value in params)
+    )
+
+
 # urlsplit drops leading C0 controls and spaces (WHATWG); str.strip drops Unicode spaces.
 _C0_AND_SPACE = "".join(chr(code) for code in range(0x21))
 
@@ -149,9 +208,11 @@ def _strip_padding(url: str) -> str:
 
 def canonical_url(url: str) -> str:
     """The form of ``url`` we compare articles by: lower-case scheme and host, no default
-    port, no fragment, no tracking parameters, remaining parameters sorted. The path is
-    kept as it is (servers may treat it case-sensitively). Idempotent. Strings that do
-    not parse as URLs come back stripped but otherwise unchanged.
+    port, no fragment, no tracking parameters, remaining parameters sorted, no trailing
+    slash (``/story/`` and ``/story`` are one page), AMP variants that name their
+    canonical page undone (``AMP_*`` above). The path's case is kept (servers may treat
+    it case-sensitively). Idempotent. Strings that do not parse as URLs come back
+    stripped but otherwise unchanged.
     """
     url = _strip_padding(url)
     try:
@@ -161,12 +222,16 @@ def canonical_url(url: str) -> str:
     scheme = parts.scheme.lower()
     netloc = _canonical_netloc(scheme, parts.netloc) if parts.netloc else ""
     path = parts.path
-    if netloc and scheme in DEFAULT_PORTS and not path:
-        path = "/"
+    origin = _from_amp_cache(netloc, path) if scheme in DEFAULT_PORTS else None
+    if origin is not None:
+        scheme, host, path = origin
+        netloc = _canonical_netloc(scheme, host)
+    if netloc and scheme in DEFAULT_PORTS:
+        path = _strip_amp_and_slash(path) or "/"
     params = [
         (name, value)
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        if not _is_tracking(name)
+        if not _is_tracking(name) and not (netloc and _is_amp_param(name, value))
     ]
     query = urlencode(sorted(params), quote_via=quote_plus)
     try:
@@ -241,6 +306,7 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
 
 __all__ = [
     "canonical_url",
+    "is_amp_url",
     "content_hash",
     "html_to_text",
     "normalize_entry",

@@ -15,11 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from service.decide import (
+    adaptive_interval_s,
+    cache_lifetime_s,
+    disable_reason,
     effective_interval_s,
+    interleave_by_host,
+    items_per_hour,
     next_check_after_error,
     next_check_after_success,
 )
@@ -28,7 +33,9 @@ from service.fetch import Fetcher
 from service.match import Matcher
 from service.normalize import normalize_entry
 from service.parse import parse_feed
+from service.politeness import host_key
 from service.storage import Storage
+from service.stories import StoryPolicy, article_fingerprint, assign_stories, needs_match
 from service.types import (
     Article,
     FeedRecord,
@@ -49,6 +56,11 @@ class PollSettings:
     min_interval_s: float
     max_interval_s: float
     concurrency: int
+    # A feed failing this long and this many times in a row is disabled (410: at once).
+    disable_after_s: float = 30 * 86400.0
+    disable_after_errors: int = 10
+    # Near-duplicate grouping ([stories] threshold and window).
+    stories: StoryPolicy = field(default_factory=StoryPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +132,7 @@ class Poller:
         """Poll the given feeds (default: the due ones); returns one report per feed."""
         with self._lock:
             todo = list(feeds) if feeds is not None else self.storage.due_feeds(self.clock())
+            todo = interleave_by_host(todo, lambda f: host_key(f.url))
             if not todo:
                 return []
             reports: list[PollReport] = []
@@ -134,30 +147,51 @@ class Poller:
                     reports.append(self._store(fetched))
             return reports
 
+    def _interval(self, f: _Fetched, rate: float | None, now: datetime) -> float:
+        """The feed's next interval: adaptive around its own, lengthened by <ttl> and the
+        response's cache lifetime, within the configured bounds (all decided in decide)."""
+        low, high = self.settings.min_interval_s, self.settings.max_interval_s
+        return effective_interval_s(
+            adaptive_interval_s(f.feed.interval_s or self.settings.interval_s, rate, low, high),
+            f.parsed.ttl_minutes if f.parsed is not None else None,
+            low,
+            high,
+            cache_lifetime_s(f.result.headers, now),
+        )
+
     def _store(self, f: _Fetched) -> PollReport:
         started = time.monotonic()
         now = self.clock()
         feed = f.feed
-        ttl = f.parsed.ttl_minutes if f.parsed is not None else None
-        interval = effective_interval_s(
-            feed.interval_s or self.settings.interval_s,
-            ttl,
-            self.settings.min_interval_s,
-            self.settings.max_interval_s,
-        )
         items: list[NewArticle] = []
         if f.error is None:
             known = self.storage.known_guids(feed.id, (a.guid for a in f.articles))
             fresh = [a for a in f.articles if a.guid not in known]
             # Deduplicate within the document too (some feeds repeat an entry).
             fresh = list({a.guid: a for a in reversed(fresh)}.values())[::-1]
-            story_keys = self.storage.known_story_keys(
-                (a.url for a in fresh), (a.content_hash for a in fresh)
+            # Which story each article joins (decided in stories): a sighting of a story
+            # that already has its hit is stored without matching.
+            prints = [article_fingerprint(a) for a in fresh]
+            policy = self.settings.stories
+            choices = assign_stories(
+                fresh,
+                prints,
+                self.storage.story_candidates(fresh, prints, policy, now),
+                policy,
+                now,
             )
-            for a in fresh:
-                known_story = (a.url and a.url in story_keys) or a.content_hash in story_keys
-                match = None if known_story else self.matcher.classify(a.title, a.summary, a.text)
-                items.append(NewArticle(article=a, match=match))
+            flagged: list[bool] = []
+            for a, fp, choice in zip(fresh, prints, choices, strict=True):
+                match = (
+                    self.matcher.classify(a.title, a.summary, a.text)
+                    if needs_match(choice, flagged)
+                    else None
+                )
+                flagged.append(match is not None and match.flagged)
+                items.append(NewArticle(article=a, match=match, fingerprint=fp))
+            # 304s and unchanged bodies count too: they are the quiet stretches of the rate.
+            rate = items_per_hour(feed.items_per_hour, len(items), feed.last_checked_at, now)
+            interval = self._interval(f, rate, now)
             update = FeedUpdate(
                 feed_id=feed.id,
                 checked_at=now,
@@ -170,9 +204,13 @@ class Poller:
                 last_modified=f.result.last_modified,
                 body_hash=f.body_hash,
                 new_items=len(items),
+                items_per_hour=rate,
+                moved_to=f.result.permanent_url,
             )
         else:
             errors = feed.error_count + 1
+            interval = self._interval(f, feed.items_per_hour, now)
+            failing_since = feed.failing_since or now
             update = FeedUpdate(
                 feed_id=feed.id,
                 checked_at=now,
@@ -183,8 +221,18 @@ class Poller:
                 next_check_at=next_check_after_error(
                     now, interval, errors, f.result.retry_after_s, self.rng
                 ),
+                failing_since=failing_since,
+                disabled_reason=disable_reason(
+                    f.result.http_status,
+                    f.error,
+                    errors,
+                    failing_since,
+                    now,
+                    self.settings.disable_after_s,
+                    self.settings.disable_after_errors,
+                ),
             )
-        hit_ids = self.storage.record_poll(update, items, now)
+        hit_ids = self.storage.record_poll(update, items, now, self.settings.stories)
         report = PollReport(
             feed_url=feed.url,
             status=update.status,
@@ -216,4 +264,8 @@ class Poller:
                 report.hits,
                 report.elapsed_s,
             )
+        if update.disabled_reason:
+            log.error("feed %s disabled: %s", feed.url, update.disabled_reason)
+        if update.moved_to and update.moved_to != feed.url:
+            log.warning("feed %s moved permanently to %s", feed.url, update.moved_to)
         return report

@@ -47,6 +47,8 @@ class FetchResult:
     error: str | None = None
     retry_after_s: float | None = None
     elapsed_s: float = 0.0
+    # Target of a permanent redirect (301/308) when every hop to the answer was permanent.
+    permanent_url: str | None = None
 
 
 # ---------------------------------------------------------------- parsing
@@ -93,6 +95,29 @@ class Article:
     source: str  # outlet name (Google News <source>, else feed title, else host)
     content_hash: str  # sha256 hex of the normalised title + summary + text
     author: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What near-duplicate grouping compares (``service.stories``): the hashed word
+    shingles of an article's lead and its LSH band keys (empty: too short to compare)."""
+
+    shingles: frozenset[int]
+    band_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoryCandidate:
+    """A stored sighting a new article might join, as storage looks it up."""
+
+    story_id: int
+    url: str
+    content_hash: str
+    title: str
+    summary: str
+    text: str
+    seen_at: datetime  # published time, else first seen (UTC)
+    has_hit: bool  # the story already has its hit
 
 
 # ---------------------------------------------------------------- matching
@@ -202,6 +227,9 @@ class FeedRecord:
     error_count: int
     last_new_items: int
     next_check_at: datetime | None
+    items_per_hour: float | None = None  # EWMA of new items per hour (adaptive interval)
+    failing_since: datetime | None = None  # start of the current run of failures
+    disabled_at: datetime | None = None
 
     def for_update(self) -> FeedForUpdate:
         return FeedForUpdate(
@@ -229,14 +257,21 @@ class FeedUpdate:
     last_modified: str | None = None
     body_hash: str | None = None
     new_items: int = 0
+    items_per_hour: float | None = None  # None keeps the stored rate
+    failing_since: datetime | None = None  # set while failing; None clears it
+    disabled_reason: str | None = None  # set: the feed is disabled with this reason
+    moved_to: str | None = None  # permanent redirect (301/308) target: the new stored URL
 
 
 @dataclass(frozen=True, slots=True)
 class NewArticle:
-    """An article to store; ``match`` is None when it joins a story that is already known."""
+    """An article to store; ``match`` is None when it joins a story that already has its
+    hit. ``fingerprint`` (``stories.article_fingerprint``) is computed by storage when absent.
+    """
 
     article: Article
     match: MatchResult | None
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +280,23 @@ class Subscription:
     url: str
     name: str | None
     format: str
-    secret: str
+    secret: str  # one or more whsec_ secrets, space-separated (rotation)
     min_score: float
     topics: tuple[str, ...]
     enabled: bool
     disabled_reason: str | None = None
+    events: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    jurisdictions: tuple[str, ...] = ()
+    feeds: tuple[str, ...] = ()
+    digest: str | None = None  # "daily" | "weekly" | None (one message per hit)
+    digest_hour: int = 8
+    digest_timezone: str = "UTC"
+    origin: str = "config"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(self.secret.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +328,7 @@ class HitRecord:
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     id: int
-    hit_id: int
+    hit_id: int | None  # None for a digest
     subscription_id: int
     webhook_id: str
     event_type: str
@@ -292,6 +339,8 @@ class DeliveryRecord:
     last_error: str | None
     created_at: datetime | None
     delivered_at: datetime | None
+    digest_period: str | None = None
+    digest_hit_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ request gets ``default_status``.
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -18,6 +19,8 @@ class WebhookReceiver:
         statuses: list[int] | None = None,
         default_status: int = 200,
         headers: dict[str, str] | None = None,
+        port: int = 0,
+        delay_s: float = 0.0,
     ) -> None:
         self.statuses = list(statuses or [])
         self.default_status = default_status
@@ -30,6 +33,8 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if delay_s:
+                    time.sleep(delay_s)  # a slow receiver: deliveries stay in flight
                 with receiver._lock:
                     status = (
                         receiver.statuses.pop(0) if receiver.statuses else receiver.default_status
@@ -46,7 +51,7 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True

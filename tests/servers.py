@@ -10,7 +10,8 @@ matching ``If-None-Match`` / ``If-Modified-Since`` gets ``304`` and no body. ``d
 sleeps before answering (timeouts); ``drop`` closes the connection without answering.
 Unknown paths answer 404. Every request is recorded in ``requests`` as ``(path,
 headers)`` with lower-cased header names; ``path`` includes the query string when there
-was one. POST bodies are kept in ``posted``.
+was one. POST bodies are kept in ``posted``. ``timings`` holds ``(path, started, finished)``
+in ``time.monotonic()`` seconds for each answered or dropped request (politeness tests).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class FeedServer:
         self._answers: list[tuple[str, int | None]] = []
         # (path, headers, body) of each POST, for webhook receivers.
         self.posted: list[tuple[str, dict[str, str], bytes]] = []
+        self.timings: list[tuple[str, float, float]] = []
         self._server: _QuietServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
@@ -188,6 +190,14 @@ class FeedServer:
                 self._answer(send_body=True)
 
             def _answer(self, send_body: bool) -> None:
+                started = time.monotonic()
+                try:
+                    self._answer_route(send_body)
+                finally:
+                    with owner._lock:
+                        owner.timings.append((self.path, started, time.monotonic()))
+
+            def _answer_route(self, send_body: bool) -> None:
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 route = owner._lookup(self.path)
                 if route is None:

@@ -12,6 +12,7 @@ from tests.conftest import REPO
 PURE = [
     "service.parse",
     "service.normalize",
+    "service.stories",
     "service.decide",
     "service.match",
     "service.alerts.payload",

@@ -5,7 +5,9 @@ Runs on real SQLite; the same suite runs on PostgreSQL when DW_TEST_POSTGRES_URL
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from sqlalchemy import text
 
 from service.config import WebhookConfig
 from service.storage import Storage, make_engine, migrate
+from service.stories import StoryPolicy, article_fingerprint
 from service.types import (
     Article,
     Evidence,
@@ -162,7 +165,7 @@ def test_delivery_lease_is_exclusive_and_expires(store: Storage) -> None:
     store.record_poll(poll_update(feed.id), [NewArticle(article(1), match())], NOW)
     first = store.claim_deliveries(NOW)
     assert len(first) == 1
-    assert store.claim_deliveries(NOW + timedelta(seconds=30)) == []  # leased
+    assert store.claim_deliveries(NOW + timedelta(seconds=15)) == []  # leased
     later = store.claim_deliveries(NOW + timedelta(minutes=5))  # lease expired: crash case
     assert [d.webhook_id for d, _, _ in later] == [first[0][0].webhook_id]
     store.mark_attempt_failed(later[0][0].id, "HTTP 500", 500, None)
@@ -238,3 +241,106 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+# ---------------------------------------------------------------- near-duplicate stories
+
+POLICY = StoryPolicy()
+WIRE_SUMMARY = (
+    "The sheriff in Tennessee's largest city says his office will stop contracting to house "
+    "detained immigrants for U.S. Immigration and Customs Enforcement on Dec. 1, calling "
+    "the issue a distraction."
+)
+
+
+def wire(n: int, title: str, when: datetime = NOW, extra: str = "") -> Article:
+    """The same AP story as outlet ``n`` runs it: own URL, headline and boilerplate."""
+    return Article(
+        url=f"https://outlet{n}.example/nashville-ice",
+        guid=f"wire-{n}",
+        title=title,
+        summary=WIRE_SUMMARY + extra,
+        text="",
+        published_at=when,
+        source=f"Outlet {n}",
+        content_hash=f"wire-hash-{n}",
+    )
+
+
+def test_near_duplicates_join_one_story_within_the_window(store: Storage) -> None:
+    store.sync_config_webhooks([WebhookConfig(url="https://h.example/x", secret=SECRET)], NOW)
+    a, _ = store.add_feed("https://a.example/rss", NOW)
+    b, _ = store.add_feed("https://b.example/rss", NOW)
+    first = store.record_poll(
+        poll_update(a.id), [NewArticle(wire(1, "Nashville to end ICE contract"), match())], NOW
+    )
+    assert len(first) == 1
+    # Another outlet, another headline, boilerplate added: a sighting, no hit, no delivery.
+    copy = wire(2, "Davidson County sheriff drops ICE deal", extra=" Copyright 2019 AP.")
+    assert store.record_poll(poll_update(b.id), [NewArticle(copy, match())], NOW) == []
+    # Two more copies in one poll: both join the same story.
+    batch = [
+        NewArticle(wire(3, "Sheriff: ICE housing a distraction", NOW + timedelta(days=2)), match()),
+        NewArticle(wire(4, "Nashville jail stops holding ICE detainees"), match()),
+    ]
+    assert store.record_poll(poll_update(b.id), batch, NOW) == []
+    hit = store.get_hit(first[0])
+    assert hit is not None
+    assert [s.source for s in hit.articles] == [f"Outlet {n}" for n in (1, 2, 3, 4)]
+    assert len(store.list_deliveries()) == 1
+    # The same text ten days later is a new story (an anniversary piece, a recycled copy).
+    later = wire(5, "Nashville to end ICE contract", NOW + timedelta(days=10))
+    assert len(store.record_poll(poll_update(b.id), [NewArticle(later, match())], NOW)) == 1
+    assert store.count_hits() == 2
+
+
+def test_a_story_gets_its_hit_from_its_first_flagged_sighting(store: Storage) -> None:
+    a, _ = store.add_feed("https://a.example/rss", NOW)
+    quiet = dataclasses.replace(match(), flagged=False)
+    assert (
+        store.record_poll(poll_update(a.id), [NewArticle(wire(1, "Jail news"), quiet)], NOW) == []
+    )
+    fp = store.story_candidates([wire(2, "x")], [article_fingerprint(wire(2, "x"))], POLICY, NOW)
+    assert [(c.story_id, c.has_hit) for c in fp] == [(fp[0].story_id, False)]
+    batch = [
+        NewArticle(wire(2, "Nashville sheriff ends ICE deal"), match()),
+        NewArticle(wire(3, "ICE deal ends in Nashville"), match()),
+    ]
+    hit_ids = store.record_poll(poll_update(a.id), batch, NOW)
+    assert len(hit_ids) == 1
+    hit = store.get_hit(hit_ids[0])
+    assert hit is not None and len(hit.articles) == 3
+
+
+def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None:
+    """Polling state of migration 0002: rate, failure run, permanent moves, disabling."""
+    old, _ = store.add_feed("https://a.example/old", NOW)
+    taken, _ = store.add_feed("https://a.example/taken", NOW)
+    later = NOW + timedelta(hours=1)
+    store.update_feed(
+        replace(
+            poll_update(old.id),
+            items_per_hour=2.5,
+            moved_to="https://a.example/new",
+        )
+    )
+    moved = store.get_feed(str(old.id))
+    assert moved is not None and moved.url == "https://a.example/new"
+    assert moved.items_per_hour == 2.5 and moved.failing_since is None
+    failing = replace(
+        poll_update(old.id),
+        status=FetchStatus.ERROR,
+        error="HTTP 500",
+        error_count=1,
+        failing_since=later,
+    )
+    store.update_feed(failing)
+    assert (store.get_feed(str(old.id)) or moved).failing_since == later
+    # A move onto a URL another feed has disables the duplicate instead.
+    store.update_feed(replace(poll_update(old.id), moved_to=taken.url))
+    duplicate = store.get_feed(str(old.id))
+    assert duplicate is not None and not duplicate.enabled
+    assert duplicate.url == "https://a.example/new"
+    assert duplicate.disabled_reason is not None and f"feed {taken.id}" in duplicate.disabled_reason
+    assert duplicate.next_check_at is None and duplicate.disabled_at is not None
+    assert [f.id for f in store.due_feeds(NOW + timedelta(days=30))] == [taken.id]

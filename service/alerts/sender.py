@@ -2,8 +2,10 @@
 
 Ordering for crash safety: a delivery is leased, POSTed, then marked. A crash between the
 POST and the mark leaves the lease to expire and the same delivery (same ``webhook-id``) is
-sent again: at least once, never lost, never under two ids. This module does not decide
-retry times (``alerts.retry``) or who gets what (``alerts.routing``).
+sent again: at least once, never lost, never under two ids. Deliveries to one subscription
+go in hit order; when one fails, the rest of that subscription's batch waits for it. This
+module does not decide retry times (``alerts.retry``), routing (``alerts.routing``) or digest
+periods (``alerts.digest``).
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 
-from service.alerts.payload import render, sign
+from service.alerts.digest import latest_period
+from service.alerts.payload import render, render_digest, sign
 from service.alerts.retry import next_attempt_at
+from service.alerts.routing import matches_filters
 from service.errors import DeliveryError
 from service.fetch import parse_retry_after
 from service.storage import Storage, hit_payload
+from service.storage.deliveries import Claim
+from service.types import DeliveryRecord, HitRecord, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,11 @@ class DeliveryTickReport:
     delivered: int = 0
     retried: int = 0
     failed: int = 0
+    digests_queued: int = 0
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
 
 
 class WebhookSender:
@@ -50,12 +62,18 @@ class WebhookSender:
         max_attempts: int,
         clock: Callable[[], datetime],
         rng: random.Random,
+        retry_span_s: float | None = None,
+        batch: int = 100,
+        attempt_timeout_s: float = 10.0,
     ) -> None:
         self.storage = storage
         self.client = client
         self.max_attempts = max_attempts
         self.clock = clock
         self.rng = rng
+        self.retry_span_s = retry_span_s
+        self.batch = batch
+        self.attempt_timeout = timedelta(seconds=attempt_timeout_s)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """POST once; return the 2xx status or raise DeliveryError."""
@@ -65,63 +83,130 @@ class WebhookSender:
             raise DeliveryError(f"{type(e).__name__}: {e}") from e
         if 200 <= resp.status_code < 300:
             return resp.status_code
+        detail = resp.text[:MAX_ERROR_BODY].strip()
+        if 300 <= resp.status_code < 400:
+            detail = f"redirect to {resp.headers.get('location', '?')} not followed"
         raise DeliveryError(
-            f"HTTP {resp.status_code}: {resp.text[:MAX_ERROR_BODY]}",
+            f"HTTP {resp.status_code}" + (f": {detail}" if detail else ""),
             status=resp.status_code,
             retry_after=parse_retry_after(resp.headers.get("retry-after"), self.clock()),
         )
 
-    def tick(self, limit: int = 20) -> DeliveryTickReport:
-        """Send what is due now. One receiver's failure never stops the others."""
+    def queue_digests(self) -> int:
+        """Queue each digest subscription's latest ended period once (empty ones are skipped)."""
+        now = self.clock()
+        queued = 0
+        for sub in self.storage.list_subscriptions():
+            if not sub.enabled or not sub.digest:
+                continue
+            period = latest_period(now, sub.digest, sub.digest_hour, sub.digest_timezone)
+            if sub.digest and period.end <= now:
+                hits = [
+                    h.id
+                    for h, feeds in self.storage.hits_between(period.start, period.end)
+                    if matches_filters(sub, h.score, h.topics, h.event_type, h.jurisdictions, feeds)
+                ]
+                if self.storage.add_digest(sub.id, period.label, hits, now) is not None:
+                    queued += bool(hits)
+        return queued
+
+    def _body(
+        self, delivery: DeliveryRecord, sub: Subscription, hits: list[HitRecord], now: datetime
+    ) -> bytes:
+        if delivery.event_type == "digest":
+            return render_digest(
+                sub.format, delivery_period(delivery), [hit_payload(h) for h in hits], now
+            )
+        return render(sub.format, hit_payload(hits[0]), now)
+
+    def tick(self, limit: int | None = None) -> DeliveryTickReport:
+        """Send what is due now, batch after batch, up to ``limit`` (default: the batch
+        setting). One receiver's failure never stops the others."""
+        digests = self.queue_digests()
         delivered = retried = failed = 0
-        for delivery, sub, hit in self.storage.claim_deliveries(self.clock(), limit):
+        budget = limit or self.batch
+        while budget > 0:
+            claims = self.storage.claim_deliveries(self.clock(), budget, self.attempt_timeout)
+            if not claims:
+                break
+            budget -= len(claims)
+            report = self._send(claims)
+            delivered += report.delivered
+            retried += report.retried
+            failed += report.failed
+        return DeliveryTickReport(delivered, retried, failed, digests)
+
+    def _send(self, claims: list[Claim]) -> DeliveryTickReport:
+        delivered = retried = failed = 0
+        stalled: set[int] = set()  # subscriptions whose earlier delivery just failed
+        for delivery, sub, hits in claims:
+            if sub.id in stalled:
+                self.storage.release([delivery.id])
+                continue
+            if not hits and delivery.event_type != "digest":
+                self.storage.mark_attempt_failed(delivery.id, "hit no longer exists", None, None)
+                failed += 1
+                continue
             now = self.clock()
             timestamp = int(now.timestamp())
-            body = render(sub.format, hit_payload(hit), now)
+            body = self._body(delivery, sub, hits, now)
             headers = {
                 "content-type": "application/json",
                 "webhook-id": delivery.webhook_id,
                 "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign([sub.secret], delivery.webhook_id, timestamp, body),
+                "webhook-signature": sign(sub.secrets, delivery.webhook_id, timestamp, body),
             }
             try:
                 status = self.post(sub.url, body, headers)
             except DeliveryError as e:
+                stalled.add(sub.id)
                 attempts = delivery.attempts + 1
                 if e.status == 410:
                     self.storage.disable_subscription(
-                        sub.id, f"receiver answered 410 Gone at {now.isoformat()}"
+                        sub.id, f"receiver answered 410 Gone at {now.isoformat(timespec='seconds')}"
                     )
                     when = None
                 else:
                     when = next_attempt_at(
-                        now, attempts, self.max_attempts, e.retry_after, self.rng
+                        now,
+                        attempts,
+                        self.max_attempts,
+                        e.retry_after,
+                        self.rng,
+                        delivery.created_at,
+                        self.retry_span_s,
                     )
                 self.storage.mark_attempt_failed(delivery.id, str(e), e.status, when)
                 if when is None:
                     failed += 1
                     log.warning(
-                        "delivery %s (hit %s) to %s failed for good after %d attempts: %s",
+                        "delivery %s to %s failed for good after %d attempts: %s",
                         delivery.webhook_id,
-                        hit.id,
-                        sub.url,
+                        _host(sub.url),
                         attempts,
                         e,
                     )
                 else:
                     retried += 1
                     log.info(
-                        "delivery %s (hit %s) to %s failed (%s); retry at %s",
+                        "delivery %s to %s failed (%s); retry at %s",
                         delivery.webhook_id,
-                        hit.id,
-                        sub.url,
+                        _host(sub.url),
                         e,
-                        when.isoformat(),
+                        when.isoformat(timespec="seconds"),
                     )
                 continue
             self.storage.mark_delivered(delivery.id, self.clock(), status)
             delivered += 1
             log.info(
-                "delivered %s (hit %s) to %s: HTTP %d", delivery.webhook_id, hit.id, sub.url, status
+                "delivered %s (%s) to %s: HTTP %d",
+                delivery.webhook_id,
+                f"hit {hits[0].id}" if delivery.hit_id else f"digest, {len(hits)} hits",
+                _host(sub.url),
+                status,
             )
         return DeliveryTickReport(delivered, retried, failed)
+
+
+def delivery_period(delivery: DeliveryRecord) -> str:
+    return delivery.digest_period or ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -15,8 +14,11 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from service import __version__
+from service.api.auth import token_checks
+from service.api.feeds import add_feed_routes
+from service.api.webhooks import add_webhook_routes
 from service.storage import Storage, hit_payload
-from service.types import DeliveryRecord, FeedRecord, HitQuery
+from service.types import HitQuery
 
 # Largest page a client may ask for; bigger exports should page with the cursor.
 MAX_PAGE = 500
@@ -37,42 +39,6 @@ CSV_COLUMNS = (
 
 def _iso(d: datetime | None) -> str | None:
     return None if d is None else d.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def feed_payload(f: FeedRecord) -> dict[str, Any]:
-    return {
-        "id": f.id,
-        "url": f.url,
-        "name": f.name,
-        "origin": f.origin,
-        "enabled": f.enabled,
-        "disabled_reason": f.disabled_reason,
-        "interval_s": f.interval_s,
-        "last_checked_at": _iso(f.last_checked_at),
-        "last_status": f.last_status,
-        "last_http_status": f.last_http_status,
-        "last_error": f.last_error,
-        "error_count": f.error_count,
-        "last_new_items": f.last_new_items,
-        "next_check_at": _iso(f.next_check_at),
-    }
-
-
-def delivery_payload(d: DeliveryRecord) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "hit_id": d.hit_id,
-        "subscription_id": d.subscription_id,
-        "webhook_id": d.webhook_id,
-        "type": d.event_type,
-        "status": d.status,
-        "attempts": d.attempts,
-        "next_attempt_at": _iso(d.next_attempt_at),
-        "last_http_status": d.last_http_status,
-        "last_error": d.last_error,
-        "created_at": _iso(d.created_at),
-        "delivered_at": _iso(d.delivered_at),
-    }
 
 
 def hits_csv(hits: list[dict[str, Any]]) -> Iterator[str]:
@@ -111,7 +77,12 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 
 
 def create_app(
-    storage: Storage, api_token: str = "", scheduler_alive: Callable[[], bool] = lambda: True
+    storage: Storage,
+    api_token: str = "",
+    scheduler_alive: Callable[[], bool] = lambda: True,
+    *,
+    allow_private_addresses: bool = False,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
     """Build the app around a storage. ``api_token`` guards /api/* when set."""
     app = FastAPI(
@@ -120,16 +91,7 @@ def create_app(
         description="Detainer and sanctuary-policy news hits.",
     )
 
-    def require_token(request: Request) -> None:
-        if not api_token:
-            return
-        header = request.headers.get("authorization", "")
-        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        if not hmac.compare_digest(given.encode(), api_token.encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
-
+    require_token, require_write = token_checks(api_token)
     auth = [Depends(require_token)]
 
     @app.exception_handler(HTTPException)
@@ -205,19 +167,6 @@ def create_app(
             raise HTTPException(404, f"no hit {hit_id}")
         return hit_payload(hit)
 
-    @app.get("/api/v1/feeds", dependencies=auth)
-    def list_feeds() -> dict[str, Any]:
-        return {"items": [feed_payload(f) for f in storage.list_feeds()]}
-
-    @app.get("/api/v1/deliveries", dependencies=auth)
-    def list_deliveries(
-        status: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    ) -> dict[str, Any]:
-        if status not in (None, "pending", "delivered", "failed"):
-            raise HTTPException(400, "status: use pending, delivered or failed")
-        return {"items": [delivery_payload(d) for d in storage.list_deliveries(status, limit)]}
-
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard() -> str:
         if api_token:
@@ -244,6 +193,8 @@ def create_app(
         )
         return _page(table if rows else "<p>No hits yet.</p>")
 
+    add_webhook_routes(app, storage, require_token, require_write, allow_private_addresses, clock)
+    add_feed_routes(app, storage, require_token, require_write, allow_private_addresses, clock)
     return app
 
 

@@ -11,6 +11,7 @@ from service.alerts.routing import wants
 from service.errors import StorageError
 from service.storage.base import _subscription, new_webhook_id
 from service.storage.feeds import FeedStore
+from service.storage.stories import add_story_keys, lock_stories, story_candidates
 from service.storage.tables import (
     ArticleRow,
     DeliveryRow,
@@ -19,12 +20,14 @@ from service.storage.tables import (
     StoryRow,
     SubscriptionRow,
 )
+from service.stories import StoryPolicy, article_fingerprint, assign_stories, seen_at
 from service.types import (
     Article,
     FeedUpdate,
-    FetchStatus,
+    Fingerprint,
     MatchResult,
     NewArticle,
+    StoryCandidate,
     Subscription,
 )
 
@@ -74,24 +77,31 @@ class ArticleStore(FeedStore):
         found.discard("")
         return {k for k in found if k}
 
-    @staticmethod
-    def _story_for(s: Session, article: Article) -> StoryRow | None:
-        if article.url:
-            story = s.exec(select(StoryRow).where(StoryRow.canonical_url == article.url)).first()
-            if story is not None:
-                return story
-            existing = s.exec(select(ArticleRow).where(ArticleRow.url == article.url)).first()
-            if existing is not None:
-                return s.get(StoryRow, existing.story_id)
-        return s.exec(select(StoryRow).where(StoryRow.content_hash == article.content_hash)).first()
+    def story_candidates(
+        self,
+        articles: Sequence[Article],
+        fingerprints: Sequence[Fingerprint],
+        policy: StoryPolicy,
+        now: datetime,
+    ) -> list[StoryCandidate]:
+        """Stored sightings these articles might join (``storage.stories.story_candidates``)."""
+        with self._session() as s:
+            return story_candidates(s, articles, fingerprints, policy, now)
 
     def record_poll(
-        self, update_: FeedUpdate, articles: Sequence[NewArticle], now: datetime
+        self,
+        update_: FeedUpdate,
+        articles: Sequence[NewArticle],
+        now: datetime,
+        policy: StoryPolicy | None = None,
     ) -> list[int]:
         """Store one poll in one transaction: feed state, articles, stories, hits, deliveries.
 
         Returns the ids of hits created. An article whose guid the feed already has is
-        skipped; one whose story is known becomes a sighting of that story (no new hit).
+        skipped. Each other one joins the story ``stories.assign_stories`` picks among the
+        candidates looked up here, under the story lock (the pipeline's earlier look-up
+        only spared the matcher): a story gets a hit from its first flagged sighting only,
+        later sightings are added to it without a new hit or delivery.
         """
         hit_ids: list[int] = []
         with self._session() as s:
@@ -104,29 +114,50 @@ class ArticleStore(FeedStore):
                     select(SubscriptionRow).where(SubscriptionRow.enabled == True)  # noqa: E712
                 ).all()
             ]
-            for item in articles:
+            fresh = [
+                item
+                for item in articles
+                if s.exec(
+                    select(ArticleRow.id)
+                    .where(ArticleRow.feed_id == feed.id)
+                    .where(ArticleRow.guid == item.article.guid)
+                ).first()
+                is None
+            ]
+            if fresh:
+                lock_stories(s)
+            fresh_articles = [item.article for item in fresh]
+            prints = [item.fingerprint or article_fingerprint(item.article) for item in fresh]
+            policy = policy or StoryPolicy()
+            choices = assign_stories(
+                fresh_articles,
+                prints,
+                story_candidates(s, fresh_articles, prints, policy, now),
+                policy,
+                now,
+            )
+            story_of: list[int] = []  # story id of each fresh article, by index
+            stories_with_hit: set[int] = set()
+            for item, fp, choice in zip(fresh, prints, choices, strict=True):
                 a = item.article
-                if (
-                    s.exec(
-                        select(ArticleRow.id)
-                        .where(ArticleRow.feed_id == feed.id)
-                        .where(ArticleRow.guid == a.guid)
-                    ).first()
-                    is not None
-                ):
-                    continue
-                story = self._story_for(s, a)
-                is_new_story = story is None
-                if story is None:
+                story_id = choice.story_id
+                if story_id is None and choice.same_as is not None:
+                    story_id = story_of[choice.same_as]
+                if story_id is None:
                     story = StoryRow(
                         canonical_url=a.url or None, content_hash=a.content_hash, first_seen_at=now
                     )
                     s.add(story)
                     s.flush()
-                assert story.id is not None and feed.id is not None
+                    assert story.id is not None
+                    story_id = story.id
+                elif choice.story_has_hit:
+                    stories_with_hit.add(story_id)
+                story_of.append(story_id)
+                assert feed.id is not None
                 row = ArticleRow(
                     feed_id=feed.id,
-                    story_id=story.id,
+                    story_id=story_id,
                     guid=a.guid,
                     url=a.url,
                     title=a.title,
@@ -140,9 +171,17 @@ class ArticleStore(FeedStore):
                 )
                 s.add(row)
                 s.flush()
-                if is_new_story and item.match is not None and item.match.flagged:
-                    assert row.id is not None
-                    hit_ids.append(self._add_hit(s, story.id, row.id, a, item.match, subs, now))
+                assert row.id is not None
+                add_story_keys(s, row.id, story_id, fp, seen_at(a, now))
+                if (
+                    story_id not in stories_with_hit
+                    and item.match is not None
+                    and item.match.flagged
+                ):
+                    stories_with_hit.add(story_id)
+                    hit_ids.append(
+                        self._add_hit(s, story_id, row.id, a, item.match, subs, now, feed.url)
+                    )
             self._apply_feed_update(feed, update_)
             s.add(feed)
         return hit_ids
@@ -156,6 +195,7 @@ class ArticleStore(FeedStore):
         m: MatchResult,
         subs: Sequence[Subscription],
         now: datetime,
+        feed_url: str = "",
     ) -> int:
         hit = HitRow(
             story_id=story_id,
@@ -178,7 +218,7 @@ class ArticleStore(FeedStore):
         s.flush()
         assert hit.id is not None
         for sub in subs:
-            if wants(sub, m.score, m.topics):
+            if wants(sub, m.score, m.topics, m.event_type, hit.jurisdictions, (feed_url,)):
                 s.add(
                     DeliveryRow(
                         hit_id=hit.id,
@@ -189,23 +229,6 @@ class ArticleStore(FeedStore):
                     )
                 )
         return hit.id
-
-    @staticmethod
-    def _apply_feed_update(feed: FeedRow, u: FeedUpdate) -> None:
-        feed.last_checked_at = u.checked_at
-        feed.last_status = u.status.value
-        feed.last_http_status = u.http_status
-        feed.error_count = u.error_count
-        feed.next_check_at = u.next_check_at
-        feed.last_new_items = u.new_items
-        feed.last_error = u.error
-        if u.status is not FetchStatus.ERROR:
-            if u.etag is not None:
-                feed.etag = u.etag
-            if u.last_modified is not None:
-                feed.last_modified = u.last_modified
-            if u.body_hash is not None:
-                feed.body_hash = u.body_hash
 
     def update_feed(self, update_: FeedUpdate) -> None:
         """Record a poll that stored no articles (not modified, or an error)."""

@@ -52,6 +52,9 @@ def _feed_record(row: FeedRow) -> FeedRecord:
         error_count=row.error_count,
         last_new_items=row.last_new_items,
         next_check_at=_utc(row.next_check_at),
+        items_per_hour=row.items_per_hour,
+        failing_since=_utc(row.failing_since),
+        disabled_at=_utc(row.disabled_at),
     )
 
 
@@ -67,6 +70,14 @@ def _subscription(row: SubscriptionRow) -> Subscription:
         topics=tuple(row.topics),
         enabled=row.enabled,
         disabled_reason=row.disabled_reason,
+        events=tuple(row.options.get("events", ())),
+        states=tuple(row.options.get("states", ())),
+        jurisdictions=tuple(row.options.get("jurisdictions", ())),
+        feeds=tuple(row.options.get("feeds", ())),
+        digest=row.options.get("digest"),
+        digest_hour=int(row.options.get("digest_hour", 8)),
+        digest_timezone=str(row.options.get("digest_timezone", "UTC")),
+        origin=row.origin,
     )
 
 
@@ -85,6 +96,8 @@ def _delivery(row: DeliveryRow) -> DeliveryRecord:
         last_error=row.last_error,
         created_at=_utc(row.created_at),
         delivered_at=_utc(row.delivered_at),
+        digest_period=row.digest_period,
+        digest_hit_ids=tuple(row.digest_hit_ids or ()),
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import or_
+from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
 from service.config import FeedConfig
@@ -15,6 +16,8 @@ from service.storage.tables import (
 )
 from service.types import (
     FeedRecord,
+    FeedUpdate,
+    FetchStatus,
 )
 
 
@@ -46,9 +49,17 @@ class FeedStore(StoreBase):
     def add_feed(
         self, url: str, now: datetime, name: str | None = None, interval_s: float | None = None
     ) -> tuple[FeedRecord, bool]:
-        """Add a feed (due now). Returns the feed and whether it was new."""
+        """Add a feed (due now). Returns the feed and whether it was new; a feed that was
+        removed before comes back (enabled, due now, its history kept) and counts as new."""
         with self._session() as s:
             row = s.exec(select(FeedRow).where(FeedRow.url == url)).first()
+            if row is not None and row.disabled_reason == "removed":
+                row.enabled, row.disabled_reason, row.disabled_at = True, None, None
+                row.name = name or row.name
+                row.interval_s = interval_s if interval_s is not None else row.interval_s
+                row.next_check_at, row.error_count, row.failing_since = now, 0, None
+                s.add(row)
+                return _feed_record(row), True
             if row is not None:
                 return _feed_record(row), False
             row = FeedRow(
@@ -108,3 +119,47 @@ class FeedStore(StoreBase):
 
     def enabled_feeds(self) -> list[FeedRecord]:
         return [f for f in self.list_feeds() if f.enabled]
+
+    @staticmethod
+    def _apply_feed_update(feed: FeedRow, u: FeedUpdate) -> None:
+        """Write one poll's outcome on the feed row (inside the poll's transaction)."""
+        feed.last_checked_at = u.checked_at
+        feed.last_status = u.status.value
+        feed.last_http_status = u.http_status
+        feed.error_count = u.error_count
+        feed.next_check_at = u.next_check_at
+        feed.last_new_items = u.new_items
+        feed.last_error = u.error
+        feed.failing_since = u.failing_since
+        if u.items_per_hour is not None:
+            feed.items_per_hour = u.items_per_hour
+        if u.status is not FetchStatus.ERROR:
+            if u.etag is not None:
+                feed.etag = u.etag
+            if u.last_modified is not None:
+                feed.last_modified = u.last_modified
+            if u.body_hash is not None:
+                feed.body_hash = u.body_hash
+        if u.moved_to is not None and u.moved_to != feed.url:
+            FeedStore._move_feed(feed, u.moved_to, u.checked_at)
+        if u.disabled_reason is not None:
+            FeedStore._disable(feed, u.disabled_reason, u.checked_at)
+
+    @staticmethod
+    def _move_feed(feed: FeedRow, url: str, now: datetime) -> None:
+        """Follow a permanent redirect; when another feed already has the new URL, this
+        one is a duplicate and is disabled instead (URLs are unique)."""
+        s = object_session(feed)
+        assert s is not None, "a feed row being updated belongs to a session"
+        other = s.execute(select(FeedRow.id).where(FeedRow.url == url)).first()
+        if other is None:
+            feed.url = url
+            return
+        FeedStore._disable(feed, f"permanently redirected to {url}, already feed {other[0]}", now)
+
+    @staticmethod
+    def _disable(feed: FeedRow, reason: str, now: datetime) -> None:
+        feed.enabled = False
+        feed.disabled_reason = reason
+        feed.disabled_at = now
+        feed.next_check_at = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,32 +27,47 @@ class HitStore(StoreBase):
     # ------------------------------------------------------------ hits
 
     def _hit_record(self, s: Session, row: HitRow) -> HitRecord:
-        assert row.id is not None
-        sightings = s.exec(
-            select(ArticleRow)
-            .where(ArticleRow.story_id == row.story_id)
-            .order_by(col(ArticleRow.id))
-        ).all()
-        return HitRecord(
-            id=row.id,
-            title=row.title,
-            url=row.url,
-            source=row.source,
-            published_at=_utc(row.published_at),
-            first_seen_at=_utc(row.first_seen_at),
-            score=row.score,
-            topics=tuple(row.topics),
-            event_type=row.event_type,
-            jurisdictions=tuple(row.jurisdictions),
-            entities=tuple(row.entities),
-            evidence=tuple(row.evidence),
-            rules=tuple(row.rules),
-            ruleset_version=row.ruleset_version,
-            articles=tuple(
-                Sighting(url=a.url, source=a.source, published_at=_utc(a.published_at))
-                for a in sightings
-            ),
-        )
+        return self._hit_records(s, [row])[0]
+
+    @staticmethod
+    def _hit_records(s: Session, rows: Sequence[HitRow]) -> list[HitRecord]:
+        """Records for hit rows, their sightings read in one query for the lot."""
+        sightings: dict[int, list[Sighting]] = defaultdict(list)
+        story_ids = list({r.story_id for r in rows})
+        for i in range(0, len(story_ids), 500):
+            for story_id, url, source, published_at in s.exec(
+                select(
+                    ArticleRow.story_id, ArticleRow.url, ArticleRow.source, ArticleRow.published_at
+                )
+                .where(col(ArticleRow.story_id).in_(story_ids[i : i + 500]))
+                .order_by(col(ArticleRow.id))
+            ).all():
+                sightings[story_id].append(
+                    Sighting(url=url, source=source, published_at=_utc(published_at))
+                )
+        out = []
+        for row in rows:
+            assert row.id is not None
+            out.append(
+                HitRecord(
+                    id=row.id,
+                    title=row.title,
+                    url=row.url,
+                    source=row.source,
+                    published_at=_utc(row.published_at),
+                    first_seen_at=_utc(row.first_seen_at),
+                    score=row.score,
+                    topics=tuple(row.topics),
+                    event_type=row.event_type,
+                    jurisdictions=tuple(row.jurisdictions),
+                    entities=tuple(row.entities),
+                    evidence=tuple(row.evidence),
+                    rules=tuple(row.rules),
+                    ruleset_version=row.ruleset_version,
+                    articles=tuple(sightings[row.story_id]),
+                )
+            )
+        return out
 
     def get_hit(self, hit_id: int) -> HitRecord | None:
         with self._session() as s:
@@ -112,7 +129,7 @@ class HitStore(StoreBase):
             )
         with self._session() as s:
             rows = s.exec(stmt.limit(q.limit + 1)).all()
-            page = [self._hit_record(s, r) for r in rows[: q.limit]]
+            page = self._hit_records(s, rows[: q.limit])
         next_cursor = page[-1].id if len(rows) > q.limit and page else None
         return page, next_cursor
 

@@ -11,10 +11,10 @@ applies inside a transaction (which subscriptions want a hit) is the pure
 from __future__ import annotations
 
 from service.storage.articles import ArticleStore
-from service.storage.deliveries import DELIVERY_LEASE, DeliveryStore
+from service.storage.deliveries import DeliveryStore
 from service.storage.hits import hit_payload
 
-__all__ = ["DELIVERY_LEASE", "Storage", "hit_payload"]
+__all__ = ["Storage", "hit_payload"]
 
 
 class Storage(ArticleStore, DeliveryStore):

@@ -40,6 +40,10 @@ class FeedRow(SQLModel, table=True):
     last_new_items: int = 0
     next_check_at: datetime | None = _utc_column(index=True)
     created_at: datetime | None = _utc_column()
+    # Added in migration 0002 (polling discipline).
+    items_per_hour: float | None = None  # EWMA of new items per hour (adaptive interval)
+    failing_since: datetime | None = _utc_column()  # start of the current failure run
+    disabled_at: datetime | None = _utc_column()
 
 
 class StoryRow(SQLModel, table=True):
@@ -72,6 +76,19 @@ class ArticleRow(SQLModel, table=True):
     content_hash: str
     published_at: datetime | None = _utc_column()
     first_seen_at: datetime | None = _utc_column()
+
+
+class StoryKeyRow(SQLModel, table=True):
+    """One LSH band key of an article (``service.stories``): near-duplicate lookup finds
+    stored sightings sharing a key and published within the window (migration 0003)."""
+
+    __tablename__ = "story_keys"
+    __table_args__ = (Index("ix_story_keys_band_key_seen_at", "band_key", "seen_at"),)
+
+    article_id: int = Field(foreign_key="articles.id", primary_key=True)
+    band_key: str = Field(primary_key=True)
+    story_id: int = Field(foreign_key="stories.id", index=True)
+    seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class HitRow(SQLModel, table=True):
@@ -109,9 +126,13 @@ class SubscriptionRow(SQLModel, table=True):
     name: str | None = None
     origin: str = "config"
     format: str = "standard"
-    secret: str  # whsec_...; never returned by the API or logged
+    secret: str  # whsec_... (space-separated during rotation); never returned or logged
     min_score: float = 0.0
     topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The other filters and the digest settings: {"events": [...], "states": [...],
+    # "jurisdictions": [...], "feeds": [...], "digest": "daily", "digest_hour": 8,
+    # "digest_timezone": "UTC"}; read whole, never queried by key.
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     enabled: bool = True
     disabled_reason: str | None = None
     created_at: datetime | None = _utc_column()
@@ -121,11 +142,14 @@ class DeliveryRow(SQLModel, table=True):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("hit_id", "subscription_id", name="uq_deliveries_hit_subscription"),
+        UniqueConstraint("subscription_id", "digest_period", name="uq_deliveries_digest"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    hit_id: int = Field(foreign_key="hits.id", index=True)
+    hit_id: int | None = Field(default=None, foreign_key="hits.id", index=True)  # None: digest
+    digest_period: str | None = None  # "2025-01-23" (daily) or "2025-W04" (weekly)
+    digest_hit_ids: list[int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     subscription_id: int = Field(foreign_key="subscriptions.id")
     webhook_id: str = Field(unique=True)  # "msg_..." stable across retries
     event_type: str = "hit.created"

@@ -1,0 +1,72 @@
+"""OPML 2.0 subscription lists: read the feeds out of one, write one from our feeds.
+
+Pure: bytes in, records out; text out. It does not fetch, check addresses or store
+(``cli_feeds`` does, at the edge). Reading accepts what feed readers export: ``<outline>``
+elements with ``xmlUrl`` at any depth (folders nest them), ``text`` or ``title`` as the name;
+an outline without ``xmlUrl`` is a folder. Spec: http://opml.org/spec2.opml
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from urllib.parse import urlsplit
+
+from service.errors import ParseError
+from service.parse import ENTITY_DECLARATIONS
+
+# A subscription list of a newsroom is hundreds of feeds; bigger files are a mistake or an
+# attack, and ElementTree holds the whole tree in memory.
+MAX_OPML_BYTES = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class OpmlFeed:
+    url: str
+    name: str | None = None
+
+
+def read_opml(data: bytes) -> tuple[OpmlFeed, ...]:
+    """The http(s) feeds listed in an OPML document, in document order, each URL once.
+
+    Raises ``ParseError`` for a document that is too big, not XML, not OPML, or declares
+    entities (see ``parse.ENTITY_DECLARATIONS``).
+    """
+    if len(data) > MAX_OPML_BYTES:
+        raise ParseError(f"OPML file larger than {MAX_OPML_BYTES} bytes")
+    if any(marker in data for marker in ENTITY_DECLARATIONS):
+        raise ParseError("refused: the OPML file declares XML entities (<!ENTITY ...>)")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise ParseError(f"not an OPML file: {e}") from e
+    if root.tag != "opml":
+        raise ParseError(f"not an OPML file: the root element is <{root.tag}>, not <opml>")
+    feeds: list[OpmlFeed] = []
+    seen: set[str] = set()
+    for outline in root.iter("outline"):
+        url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or url in seen:
+            continue
+        seen.add(url)
+        name = (outline.get("title") or outline.get("text") or "").strip() or None
+        feeds.append(OpmlFeed(url=url, name=name))
+    return tuple(feeds)
+
+
+def write_opml(feeds: Iterable[OpmlFeed], title: str, now: datetime) -> str:
+    """An OPML 2.0 document listing ``feeds`` (type ``rss``, as readers expect)."""
+    root = ET.Element("opml", version="2.0")
+    head = ET.SubElement(root, "head")
+    ET.SubElement(head, "title").text = title
+    ET.SubElement(head, "dateCreated").text = format_datetime(now, usegmt=True)
+    body = ET.SubElement(root, "body")
+    for feed in feeds:
+        name = feed.name or feed.url
+        ET.SubElement(body, "outline", type="rss", text=name, title=name, xmlUrl=feed.url)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"

@@ -1,0 +1,92 @@
+"""Per-host politeness: at most N requests at once to one host, and a minimum spacing
+between the starts of two requests to it.
+
+I/O (it sleeps). ``HostGate`` is shared by every fetch thread of a process; it only
+delays callers and never fails them. It does not limit the total number of fetches (the
+poller's thread pool does) and it gates the feed's own host, not the hosts of redirect
+targets (a redirect is one more request to a host we were already allowed to ask).
+Limits are per process: several workers on PostgreSQL each keep their own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+def host_key(url: str) -> str:
+    """The politeness key of a URL: its lower-cased host and port."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+@dataclass
+class _Host:
+    slots: threading.BoundedSemaphore
+    next_start: float = 0.0  # monotonic time before which no request may start
+    users: int = 0  # callers holding or waiting for a slot (the entry is dropped at 0)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class HostGate:
+    """Holds each host to ``concurrency`` requests at once, started ``delay_s`` apart."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        delay_s: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if delay_s < 0:
+            raise ValueError(f"delay_s must not be negative, got {delay_s}")
+        self.concurrency = concurrency
+        self.delay_s = delay_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._hosts: dict[str, _Host] = {}
+        self._lock = threading.Lock()
+
+    def _enter(self, key: str) -> _Host:
+        with self._lock:
+            host = self._hosts.get(key)
+            if host is None:
+                host = self._hosts[key] = _Host(threading.BoundedSemaphore(self.concurrency))
+            host.users += 1
+            return host
+
+    def _leave(self, key: str, host: _Host) -> None:
+        with self._lock:
+            host.users -= 1
+            # Forget idle hosts so a long-running poller does not keep one entry per host
+            # it ever saw; the spacing still holds because the next start is in the past.
+            if host.users == 0 and host.next_start <= self._monotonic():
+                self._hosts.pop(key, None)
+
+    @contextmanager
+    def slot(self, url: str) -> Iterator[None]:
+        """Wait for a free slot for the URL's host and its turn to start, then yield."""
+        key = host_key(url)
+        host = self._enter(key)
+        try:
+            host.slots.acquire()
+            try:
+                with host.lock:
+                    now = self._monotonic()
+                    start = max(now, host.next_start)
+                    host.next_start = start + self.delay_s
+                if start > now:
+                    self._sleep(start - now)
+                yield
+            finally:
+                host.slots.release()
+        finally:
+            self._leave(key, host)

@@ -1,0 +1,294 @@
+"""Near-duplicate grouping of articles into stories: MinHash with LSH banding.
+
+Pure: no network, no database, no clock. This module owns what "the same story" means:
+
+* the same canonical URL, or the same content hash, at any distance in time;
+* else near-duplicate text (wire copy, lightly edited rewrites) within ``window`` of each
+  other: the resemblance (Jaccard similarity) of the two articles' word-shingle sets
+  reaches ``threshold``.
+
+Finding candidates among stored articles uses MinHash with LSH banding (Broder 1997;
+Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3): each article gets a
+signature of ``SIGNATURE_BINS`` minimum hashes, cut into ``BANDS`` bands; storage indexes
+one key per band, and two articles sharing any band key are compared exactly. The
+signature is one-permutation MinHash with optimal densification (Li, Owen & Zhang 2012;
+Shrivastava 2017): every shingle is hashed once, so a signature costs O(shingles) instead
+of O(shingles x permutations) in pure Python. The thresholds are measured in
+``bench/bench_dedup.py`` and documented in ``docs/stories.md``.
+
+It does *not* read or write stories (``storage`` looks candidates up and records the
+choice), fetch pages, or judge relevance (``match``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from service.types import Article, Fingerprint, StoryCandidate
+
+# Words per shingle. 3-word shingles keep a changed word from touching more than three
+# shingles, while 2-word ones are too common across different stories on one topic
+# ("sanctuary city", "ice detainers"); measured in docs/stories.md.
+SHINGLE_WORDS = 3
+
+# Only the lead is compared: title plus the first LEAD_WORDS words of summary and text.
+# Feeds disagree on how much body they carry (a two-sentence description here, the full
+# article in content:encoded there); the lead is what every copy of a story shares, and
+# the cap bounds the cost of full-text feeds.
+LEAD_WORDS = 120
+
+# Articles with fewer shingles than this (a bare or generic headline) are grouped by URL
+# and content hash only: a handful of shared words says nothing about being one story.
+MIN_SHINGLES = 8
+
+# Jaccard resemblance at which two articles are one story. Measured in docs/stories.md:
+# different articles (same-event siblings included) stay below 0.1, even with the same
+# outlet boilerplate below 0.2, while lightly edited copies mostly score 0.4-0.9; 0.3
+# keeps a margin on both sides. Configurable as [stories] threshold.
+DEFAULT_THRESHOLD = 0.3
+
+# Copies of one story run within days of each other; a text resembling one from a month
+# ago is a new story (an anniversary piece, a recycled explainer). [stories] window.
+DEFAULT_WINDOW_S = 7 * 86400.0
+
+# Signature layout: 64 bins cut into 32 bands of 2 rows. The chance that two articles of
+# resemblance J share at least one band is 1 - (1 - J^2)^32: 0.95 at the threshold 0.3,
+# 0.998 at 0.45, but 0.08 at 0.05 (different stories on one topic share a few stock
+# phrases), so few needless candidates reach the exact comparison.
+SIGNATURE_BINS = 64
+BAND_ROWS = 2
+BANDS = SIGNATURE_BINS // BAND_ROWS
+_BIN_BITS = SIGNATURE_BINS.bit_length() - 1
+_EMPTY = -1
+# Shingle hashes are 32 bits: CRC-32 (each of its bits depends on the whole shingle), times
+# an odd constant so the carries scramble the order of values (CRC alone is linear). Four
+# times cheaper than a cryptographic hash in pure Python (bench/bench_dedup.py), and two
+# different shingles of two articles collide with odds of about 1 in 400,000 per pair of
+# 100-shingle articles, which moves a resemblance by 1 % at most.
+_MIX = 0x9E3779B1  # Knuth's multiplicative constant (2^32 / golden ratio)
+_MASK32 = 0xFFFFFFFF
+
+_WORD = re.compile(r"\w+")
+
+
+def _stable_hash(data: str) -> int:
+    """A 64-bit hash that is the same in every process (band keys are stored)."""
+    return int.from_bytes(hashlib.blake2b(data.encode(), digest_size=8).digest(), "little")
+
+
+# Optimal densification: an empty bin i takes the value of the first non-empty bin in its
+# own fixed probe order, the same for every article, so equal sets stay equal.
+def _probe_order(i: int) -> tuple[int, ...]:
+    others = [j for j in range(SIGNATURE_BINS) if j != i]
+    return tuple(sorted(others, key=lambda j: _stable_hash(f"probe:{i}:{j}")))
+
+
+_PROBES: tuple[tuple[int, ...], ...] = tuple(_probe_order(i) for i in range(SIGNATURE_BINS))
+
+
+@dataclass(frozen=True, slots=True)
+class StoryPolicy:
+    threshold: float = DEFAULT_THRESHOLD
+    window_s: float = DEFAULT_WINDOW_S
+
+
+@dataclass(frozen=True, slots=True)
+class StoryChoice:
+    """Which story an article joins.
+
+    ``story_id``: a stored story; ``same_as``: the index of an earlier article of the same
+    batch (whose story is new); both None: a new story. ``story_has_hit``: the stored
+    story already has its hit, so this sighting needs no matching and makes no alert.
+    """
+
+    story_id: int | None = None
+    same_as: int | None = None
+    reason: str = "new"  # "new" | "url" | "hash" | "text"
+    resemblance: float = 0.0
+    story_has_hit: bool = False
+
+
+def lead_words(title: str, summary: str, text: str) -> list[str]:
+    """The normalised words compared: the title's, then the body's first ``LEAD_WORDS``."""
+    body = _WORD.findall(f"{summary} {text}".casefold())[:LEAD_WORDS]
+    return _WORD.findall(title.casefold()) + body
+
+
+def shingles(title: str, summary: str, text: str) -> frozenset[int]:
+    """Hashes of the overlapping ``SHINGLE_WORDS``-word runs of the article's lead."""
+    words = lead_words(title, summary, text)
+    n = SHINGLE_WORDS
+    return frozenset(
+        (zlib.crc32(" ".join(words[i : i + n]).encode()) * _MIX) & _MASK32
+        for i in range(max(0, len(words) - n + 1))
+    )
+
+
+def signature(hashes: Iterable[int]) -> tuple[int, ...]:
+    """One-permutation MinHash of a shingle set: per bin, the smallest hash that falls in
+    it; empty bins densified. Empty input gives an empty signature."""
+    bins = [_EMPTY] * SIGNATURE_BINS
+    mask = SIGNATURE_BINS - 1
+    for h in hashes:
+        b, v = h & mask, h >> _BIN_BITS
+        if bins[b] == _EMPTY or v < bins[b]:
+            bins[b] = v
+    if all(v == _EMPTY for v in bins):
+        return ()
+    out = list(bins)
+    for i, v in enumerate(bins):
+        if v == _EMPTY:
+            donor = next(j for j in _PROBES[i] if bins[j] != _EMPTY)
+            out[i] = bins[donor]
+    return tuple(out)
+
+
+def band_keys(sig: Sequence[int]) -> tuple[str, ...]:
+    """One index key per band: ``"NN:"`` and the band's rows in hex (26-bit values)."""
+    if not sig:
+        return ()
+    return tuple(
+        f"{band:02d}:" + "".join(f"{v:07x}" for v in sig[band * BAND_ROWS : (band + 1) * BAND_ROWS])
+        for band in range(BANDS)
+    )
+
+
+def fingerprint(title: str, summary: str, text: str) -> Fingerprint:
+    """Shingles and band keys of an article; no band keys when it is too short to compare."""
+    hashes = shingles(title, summary, text)
+    if len(hashes) < MIN_SHINGLES:
+        return Fingerprint(shingles=hashes, band_keys=())
+    return Fingerprint(shingles=hashes, band_keys=band_keys(signature(hashes)))
+
+
+def article_fingerprint(article: Article) -> Fingerprint:
+    return fingerprint(article.title, article.summary, article.text)
+
+
+def resemblance(a: frozenset[int], b: frozenset[int]) -> float:
+    """Exact Jaccard similarity of two shingle sets (0 when either is too short)."""
+    if len(a) < MIN_SHINGLES or len(b) < MIN_SHINGLES:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def seen_at(article: Article, now: datetime) -> datetime:
+    """When an article counts as published, for the window: its date, else first sight."""
+    return article.published_at or now
+
+
+def candidate_window(times: Iterable[datetime], policy: StoryPolicy) -> tuple[datetime, datetime]:
+    """The span of stored sightings a batch of articles published at ``times`` may join."""
+    moments = list(times)
+    window = timedelta(seconds=policy.window_s)
+    return min(moments) - window, max(moments) + window
+
+
+@dataclass(slots=True)
+class _Known:
+    story_id: int | None
+    same_as: int | None
+    url: str
+    content_hash: str
+    at: datetime
+    fp: Fingerprint
+    has_hit: bool
+
+
+def assign_stories(
+    articles: Sequence[Article],
+    fingerprints: Sequence[Fingerprint],
+    candidates: Sequence[StoryCandidate],
+    policy: StoryPolicy,
+    now: datetime,
+) -> list[StoryChoice]:
+    """The story of each article of a batch, in order, given stored ``candidates``.
+
+    An article joins the story of a stored sighting or of an earlier article of the batch
+    with the same URL, else the same content hash, else the most resembling text within
+    the window (resemblance >= threshold). Otherwise it starts a new story, which later
+    articles of the batch may join (two copies in one feed document).
+    """
+    known = [
+        _Known(
+            c.story_id,
+            None,
+            c.url,
+            c.content_hash,
+            c.seen_at,
+            fingerprint(c.title, c.summary, c.text),
+            c.has_hit,
+        )
+        for c in candidates
+    ]
+    window = timedelta(seconds=policy.window_s)
+    choices: list[StoryChoice] = []
+    for index, (a, fp) in enumerate(zip(articles, fingerprints, strict=True)):
+        at = seen_at(a, now)
+        choice = _choose(a, fp, at, known, policy.threshold, window)
+        choices.append(choice)
+        story_id: int | None = choice.story_id
+        same_as: int | None = choice.same_as
+        if story_id is None and same_as is None:
+            same_as = index
+        known.append(_Known(story_id, same_as, a.url, a.content_hash, at, fp, choice.story_has_hit))
+    return choices
+
+
+def _choose(
+    a: Article,
+    fp: Fingerprint,
+    at: datetime,
+    known: Sequence[_Known],
+    threshold: float,
+    window: timedelta,
+) -> StoryChoice:
+    def joined(k: _Known, reason: str, score: float) -> StoryChoice:
+        return StoryChoice(k.story_id, k.same_as, reason, score, k.has_hit)
+
+    if a.url:
+        for k in known:
+            if k.url == a.url:
+                return joined(k, "url", 1.0)
+    for k in known:
+        if k.content_hash == a.content_hash:
+            return joined(k, "hash", 1.0)
+    best: _Known | None = None
+    best_score = 0.0
+    keys = set(fp.band_keys)
+    for k in known:
+        if abs(k.at - at) > window or not keys.intersection(k.fp.band_keys):
+            continue
+        score = resemblance(fp.shingles, k.fp.shingles)
+        if score >= threshold and score > best_score:
+            best, best_score = k, score
+    return StoryChoice() if best is None else joined(best, "text", best_score)
+
+
+def needs_match(choice: StoryChoice, flagged: Sequence[bool]) -> bool:
+    """Whether to run the matcher on an article: not when its story already has a hit
+    (stored, or flagged earlier in this batch); ``flagged`` is per earlier article."""
+    if choice.story_has_hit:
+        return False
+    return choice.same_as is None or not flagged[choice.same_as]
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_WINDOW_S",
+    "StoryChoice",
+    "StoryPolicy",
+    "article_fingerprint",
+    "assign_stories",
+    "candidate_window",
+    "fingerprint",
+    "needs_match",
+    "resemblance",
+    "shingles",
+    "signature",
+]

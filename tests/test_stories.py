@@ -1,0 +1,172 @@
+"""service.stories: which story an article joins. Pairs are data (tests/data/stories/)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from service import stories
+from service.stories import StoryChoice, StoryPolicy, assign_stories, fingerprint, needs_match
+from service.types import Article, StoryCandidate
+from tests.conftest import REPO
+
+NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
+PAIRS = json.loads((REPO / "tests" / "data" / "stories" / "pairs.json").read_text("utf-8"))
+POLICY = StoryPolicy()
+
+WIRE = {
+    "title": "Nashville to end contract to house ICE immigrant detainees",
+    "summary": "NASHVILLE, Tenn. (AP) — The sheriff in Tennessee’s largest city says his office "
+    "will stop contracting to house detained immigrants for U.S. Immigration and Customs "
+    "Enforcement on Dec. 1, calling the issue a distraction.",
+    "text": "",
+}
+
+
+def article(part: dict[str, str], n: int = 1, url: str = "", at: datetime = NOW) -> Article:
+    return Article(
+        url=url or f"https://outlet{n}.example/story",
+        guid=f"g{n}",
+        title=part["title"],
+        summary=part["summary"],
+        text=part["text"],
+        published_at=at,
+        source=f"Outlet {n}",
+        content_hash=f"hash-{n}",
+    )
+
+
+def stored(a: Article, story_id: int = 1, has_hit: bool = True) -> StoryCandidate:
+    assert a.published_at is not None
+    return StoryCandidate(
+        story_id=story_id,
+        url=a.url,
+        content_hash=a.content_hash,
+        title=a.title,
+        summary=a.summary,
+        text=a.text,
+        seen_at=a.published_at,
+        has_hit=has_hit,
+    )
+
+
+def choose(new: Article, known: list[StoryCandidate], policy: StoryPolicy = POLICY) -> StoryChoice:
+    return assign_stories([new], [stories.article_fingerprint(new)], known, policy, NOW)[0]
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[p["name"] for p in PAIRS])
+def test_labeled_pairs(pair: dict[str, Any]) -> None:
+    first, second = article(pair["a"], 1), article(pair["b"], 2)
+    choice = choose(second, [stored(first, story_id=7)])
+    if pair["same"]:
+        assert (choice.story_id, choice.reason) == (7, "text"), pair["note"]
+        assert choice.resemblance >= POLICY.threshold and choice.story_has_hit
+    else:
+        assert choice == StoryChoice(), pair["note"]
+
+
+def test_same_url_or_hash_joins_whatever_the_text() -> None:
+    first = article(WIRE, 1)
+    other = {"title": "Unrelated", "summary": "Nothing alike.", "text": ""}
+    assert choose(article(other, 2, url=first.url), [stored(first)]).reason == "url"
+    same_hash = dataclasses.replace(article(other, 3), content_hash=first.content_hash)
+    assert choose(same_hash, [stored(first)]).reason == "hash"
+
+
+def test_copies_outside_the_window_start_a_new_story() -> None:
+    first = article(WIRE, 1)
+    inside = article(WIRE | {"title": "Sheriff ends ICE deal"}, 2, at=NOW + timedelta(days=6))
+    outside = article(WIRE | {"title": "Sheriff ends ICE deal"}, 3, at=NOW + timedelta(days=8))
+    assert choose(inside, [stored(first)]).story_id == 1
+    assert choose(outside, [stored(first)]) == StoryChoice()
+    assert choose(outside, [stored(first)], StoryPolicy(window_s=9 * 86400)).story_id == 1
+
+
+def test_the_most_resembling_story_wins() -> None:
+    loose = article(WIRE | {"title": "Other headline entirely, about sheriffs"}, 1)
+    close = article(WIRE | {"title": "Nashville ends contract to house ICE detainees"}, 2)
+    new = article(WIRE, 3)
+    choice = choose(new, [stored(loose, story_id=1), stored(close, story_id=2)])
+    assert choice.story_id == 2
+
+
+def test_copies_within_one_batch_share_a_story() -> None:
+    batch = [
+        article(WIRE, 1),
+        article(WIRE | {"title": "Nashville sheriff drops ICE detention contract"}, 2),
+        article({"title": "City budget hearing", "summary": "Parks and roads.", "text": ""}, 3),
+        article(WIRE | {"title": "Tennessee sheriff: ICE housing a distraction"}, 4),
+    ]
+    prints = [stories.article_fingerprint(a) for a in batch]
+    choices = assign_stories(batch, prints, [], POLICY, NOW)
+    assert [c.same_as for c in choices] == [None, 0, None, 0]
+    assert [c.story_id for c in choices] == [None] * 4
+    # The matcher runs on the first copy; the others only when the first was not flagged.
+    assert needs_match(choices[0], [])
+    assert not needs_match(choices[1], [True])
+    assert needs_match(choices[1], [False])
+    # A batch copy of a stored story joins that story directly.
+    joined = assign_stories(batch[:2], prints[:2], [stored(article(WIRE, 9), 5)], POLICY, NOW)
+    assert [c.story_id for c in joined] == [5, 5]
+    assert not needs_match(joined[1], [False])
+    assert needs_match(StoryChoice(story_id=5, story_has_hit=False), [])
+
+
+def test_short_texts_are_grouped_by_url_and_hash_only() -> None:
+    short = {"title": "Sanctuary cities", "summary": "A short note.", "text": ""}
+    fp = fingerprint(**short)
+    assert len(fp.shingles) < stories.MIN_SHINGLES and fp.band_keys == ()
+    a, b = article(short, 1), article(short, 2)
+    assert choose(b, [stored(a)]) == StoryChoice()
+
+
+def test_signature_and_band_keys() -> None:
+    fp = fingerprint(**WIRE)
+    assert len(fp.band_keys) == stories.BANDS
+    assert len({k[:3] for k in fp.band_keys}) == stories.BANDS  # one key per band
+    assert stories.signature(sorted(fp.shingles, reverse=True)) == stories.signature(fp.shingles)
+    assert stories.signature([]) == ()
+    assert stories.band_keys(()) == ()
+    # Case, punctuation and spacing do not matter; words do.
+    same = fingerprint(WIRE["title"].upper(), "  " + WIRE["summary"].replace(",", ""), "")
+    assert same == fp
+    assert stories.resemblance(fp.shingles, fp.shingles) == 1.0
+    assert stories.resemblance(fp.shingles, frozenset()) == 0.0
+
+
+def test_long_bodies_are_compared_by_their_lead() -> None:
+    lead = " ".join(f"word{i}" for i in range(stories.LEAD_WORDS))
+    tail_a = " ".join(f"alpha{i}" for i in range(500))
+    tail_b = " ".join(f"beta{i}" for i in range(500))
+    a = fingerprint("Headline", lead, tail_a)
+    b = fingerprint("Headline", lead, tail_b)
+    assert a == b
+
+
+def test_band_keys_are_the_same_in_every_process() -> None:
+    """Keys are stored: they must not depend on Python's per-process hash seed."""
+    code = (
+        "import json; from service.stories import fingerprint; "
+        f"print(json.dumps(fingerprint(**{WIRE!r}).band_keys))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert json.loads(outputs.pop()) == list(fingerprint(**WIRE).band_keys)

@@ -200,6 +200,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             cfg["http.host"],
             cfg["http.port"],
         )
+        _reload_rules_on_sighup(cfg, parts.poller)
         scheduler.start()
         try:
             server.run()
@@ -210,6 +211,27 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             scheduler.shutdown()
     log.info("stopped")
     return 0
+
+
+def _reload_rules_on_sighup(cfg: Config, poller: Any) -> None:
+    """``kill -HUP PID`` reloads the rules file; a broken file keeps the old rules."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP"):
+        return
+
+    def reload(_signum: int, _frame: object) -> None:
+        try:
+            matcher = load_matcher(cfg)
+        except DetainerWatchError as e:
+            log.error(
+                "SIGHUP: rules not reloaded, keeping version %s: %s", poller.matcher.version, e
+            )
+            return
+        old, poller.matcher = poller.matcher.version, matcher
+        log.info("SIGHUP: rules reloaded, version %s -> %s", old, matcher.version)
+
+    signal.signal(signal.SIGHUP, reload)
 
 
 def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
@@ -390,6 +412,20 @@ def cmd_feeds(cfg: Config, args: argparse.Namespace) -> int:
     raise AssertionError(args.feeds_cmd)
 
 
+def cmd_rematch(cfg: Config, args: argparse.Namespace) -> int:
+    from service.rematch import rematch
+
+    since = _parse_when(args.since)
+    matcher = load_matcher(cfg, args.rules)
+    with build(cfg, pipeline=False) as parts:
+        report = rematch(parts.storage, matcher, utc_now, since, deliver=args.deliver)
+    for line in report.lines(matcher.version):
+        print(line)
+    if report.new_hits and not args.deliver:
+        print("the new hits were not sent to webhooks (use --deliver to send them)")
+    return 0
+
+
 def cmd_deliveries(cfg: Config, args: argparse.Namespace) -> int:
     from service.api.webhooks import delivery_payload
 
@@ -512,6 +548,14 @@ def _parser() -> argparse.ArgumentParser:
     fr = fsub.add_parser("remove", parents=[common], help="stop polling a feed (URL or id)")
     fr.add_argument("url")
 
+    rm = sub.add_parser(
+        "rematch", parents=[common], help="re-run the current rules over stored stories"
+    )
+    rm.add_argument("--since", metavar="DATE", help="only stories first seen since (ISO, UTC)")
+    rm.add_argument("--rules", metavar="PATH", help="rules file (default: from config)")
+    rm.add_argument(
+        "--deliver", action="store_true", help="send the new hits to webhook subscriptions too"
+    )
     dl = sub.add_parser("deliveries", parents=[common], help="webhook deliveries")
     dsub = dl.add_subparsers(dest="deliveries_cmd", required=True, metavar="ACTION")
     dls = dsub.add_parser("list", parents=[common], help="deliveries, newest first")
@@ -539,6 +583,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
     "deliveries": cmd_deliveries,
+    "rematch": cmd_rematch,
     "webhooks": cmd_webhooks,
 }
 

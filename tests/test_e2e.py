@@ -212,6 +212,10 @@ def test_run_polls_flags_stores_signs_and_serves(world: dict[str, Any]) -> None:
         sys.stderr.write(world["log"].read_text(errors="replace")[-5000:])
         raise
 
+    # SIGHUP reloads the rules without a restart.
+    proc.send_signal(signal.SIGHUP)
+    wait_for("the rules reload", lambda: "rules reloaded" in world["log"].read_text(), proc=proc)
+
     # Ctrl-C stops it cleanly.
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0

@@ -10,12 +10,12 @@ applies inside a transaction (which subscriptions want a hit) is the pure
 
 from __future__ import annotations
 
-from service.storage.articles import ArticleStore
 from service.storage.deliveries import DeliveryStore
 from service.storage.hits import hit_payload
+from service.storage.rematch import RematchStore
 
 __all__ = ["Storage", "hit_payload"]
 
 
-class Storage(ArticleStore, DeliveryStore):
+class Storage(RematchStore, DeliveryStore):
     """Reads and writes feeds, articles, stories, hits, subscriptions and deliveries."""

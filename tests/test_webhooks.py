@@ -258,3 +258,40 @@ def test_webhook_api_needs_the_token_and_never_shows_secrets(
         assert httpx.delete(f"{base}/api/v1/webhooks/{sub['id']}", headers=auth).status_code == 204
         assert httpx.get(f"{base}/api/v1/webhooks", headers=auth).json()["items"] == []
         assert httpx.post(f"{base}/api/v1/deliveries/999/retry", headers=auth).status_code == 404
+
+
+def test_webhook_names_resolving_to_inside_addresses_are_refused(storage: Storage) -> None:
+    from fastapi import FastAPI
+
+    from service.api.auth import token_checks
+    from service.api.webhooks import add_webhook_routes
+
+    def resolve(host: str, port: int | None) -> list[tuple[object, ...]]:
+        table = {"inside.example": "10.1.2.3", "outside.example": "93.184.216.34"}
+        if host not in table:
+            raise OSError("unknown host")
+        return [(2, 1, 6, "", (table[host], port or 443))]
+
+    app = FastAPI()
+    read, write = token_checks("tok")
+    add_webhook_routes(app, storage, read, write, False, lambda: NOW, resolve)
+    auth = {"Authorization": "Bearer tok"}
+    with serve_app(app) as base:
+        inside = httpx.post(
+            f"{base}/api/v1/webhooks",
+            headers=auth,
+            json={"url": "https://inside.example/hook", "secret": SECRET},
+        )
+        assert inside.status_code == 422 and "10.1.2.3" in inside.text
+        outside = httpx.post(
+            f"{base}/api/v1/webhooks",
+            headers=auth,
+            json={"url": "https://outside.example/hook", "secret": SECRET},
+        )
+        assert outside.status_code == 201
+        unknown = httpx.post(
+            f"{base}/api/v1/webhooks",
+            headers=auth,
+            json={"url": "https://not-yet.example/hook", "secret": SECRET},
+        )
+        assert unknown.status_code == 201

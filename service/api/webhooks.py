@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 
+from service.addresses import Resolver, _system_resolver, private_address_reason
 from service.alerts.subscription import parse_webhook
 from service.errors import ConfigError
 from service.storage import Storage
@@ -70,6 +71,7 @@ def add_webhook_routes(
     write: Callable[[Request], None],
     allow_private: bool,
     clock: Callable[[], datetime],
+    resolve: Resolver = _system_resolver,
 ) -> None:
     reads, writes = [Depends(read)], [Depends(write)]
 
@@ -85,6 +87,16 @@ def add_webhook_routes(
             raise HTTPException(
                 422, f"{e.key}: {e.problem}" + (f"; {e.fix}" if e.fix else "")
             ) from e
+        if not allow_private:
+            # Names are resolved here too, so a public-looking name for an inside address is
+            # refused. A name that does not resolve yet is accepted: delivery retries it.
+            reason = private_address_reason(hook.url, resolve)
+            if reason and "does not resolve" not in reason:
+                raise HTTPException(
+                    422,
+                    f"webhook.url: refused: {reason} (set [network] "
+                    "allow_private_addresses = true to allow it)",
+                )
         sub = storage.add_subscription(hook, clock())
         if sub is None:
             raise HTTPException(409, f"{hook.url} already has a subscription")

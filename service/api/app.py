@@ -7,14 +7,14 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from html import escape
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service import __version__
 from service.api.auth import token_checks
+from service.api.dashboard import add_dashboard_routes
 from service.api.feeds import add_feed_routes
 from service.api.webhooks import add_webhook_routes
 from service.storage import Storage, hit_payload
@@ -167,42 +167,8 @@ def create_app(
             raise HTTPException(404, f"no hit {hit_id}")
         return hit_payload(hit)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard() -> str:
-        if api_token:
-            return _page(
-                "<p>The API needs a token; use <code>/api/v1/hits</code> "
-                "with <code>Authorization: Bearer …</code>.</p>"
-            )
-        hits, _ = storage.list_hits(HitQuery(limit=100))
-        rows = []
-        for h in hits:
-            places = "; ".join(f"{j['name']}, {j['state']}" for j in h.jurisdictions)
-            evidence = h.evidence[0]["sentence"] if h.evidence else ""
-            rows.append(
-                f"<tr><td>{escape(_iso(h.first_seen_at) or '')[:16]}</td>"
-                f'<td><a href="{escape(h.url)}">{escape(h.title)}</a>'
-                f"<div class=ev>{escape(evidence[:300])}</div></td>"
-                f"<td>{escape(h.source)}</td><td>{escape(places)}</td>"
-                f"<td>{escape((h.event_type or '').replace('_', ' '))}</td>"
-                f"<td>{h.score:.2f}</td></tr>"
-            )
-        table = (
-            "<table><tr><th>seen</th><th>story</th><th>outlet</th><th>place</th>"
-            "<th>event</th><th>score</th></tr>" + "".join(rows) + "</table>"
-        )
-        return _page(table if rows else "<p>No hits yet.</p>")
+    add_dashboard_routes(app, storage, api_token)
 
     add_webhook_routes(app, storage, require_token, require_write, allow_private_addresses, clock)
     add_feed_routes(app, storage, require_token, require_write, allow_private_addresses, clock)
     return app
-
-
-def _page(body: str) -> str:
-    return (
-        "<!doctype html><meta charset=utf-8><title>detainer-watch</title>"
-        "<style>body{font:15px system-ui,sans-serif;margin:2em}table{border-collapse:"
-        "collapse}td,th{padding:.4em;border-bottom:1px solid #ddd;vertical-align:top;"
-        "text-align:left}.ev{color:#555;font-size:13px}</style>"
-        f"<h1>detainer-watch</h1>{body}"
-    )

@@ -23,7 +23,7 @@ from service.alerts.subscription import (
     WEBHOOK_FORMATS,
     WebhookConfig,
     check_secret,
-    check_url,
+    check_target_url,
     is_private_url,
     parse_webhook,
 )
@@ -287,14 +287,7 @@ def _feeds(file: str, raw: Any, allow_private: bool) -> tuple[FeedConfig, ...]:
                 )
         if "url" not in item:
             raise ConfigError(file, f"{where}.url", "missing", 'every [[feeds]] needs url = "..."')
-        url = check_url(file, f"{where}.url", item["url"])
-        if not allow_private and is_private_url(url):
-            raise ConfigError(
-                file,
-                f"{where}.url",
-                f"{url} is a loopback/private address",
-                "set [network] allow_private_addresses = true to allow it",
-            )
+        url = check_target_url(file, f"{where}.url", item["url"], allow_private)
         if url in seen:
             raise ConfigError(file, f"{where}.url", f"{url} is listed twice", "remove one")
         seen.add(url)

@@ -99,6 +99,20 @@ def check_url(file: str, key: str, url: Any) -> str:
     return str(url)
 
 
+def check_target_url(file: str, key: str, url: Any, allow_private: bool) -> str:
+    """An http(s) URL we will send requests to: not a literal loopback/private address
+    unless the config allows those."""
+    url = check_url(file, key, url)
+    if not allow_private and is_private_url(url):
+        raise ConfigError(
+            file,
+            key,
+            f"{url} is a loopback/private address",
+            "set [network] allow_private_addresses = true to allow it",
+        )
+    return str(url)
+
+
 def _str_list(
     file: str, key: str, value: Any, allowed: tuple[str, ...] | None = None
 ) -> tuple[str, ...]:
@@ -169,14 +183,7 @@ def parse_webhook(
             )
     if "url" not in item:
         raise ConfigError(file, f"{where}.url", "missing", 'add url = "https://..."')
-    url = check_url(file, f"{where}.url", item["url"])
-    if not allow_private and is_private_url(url):
-        raise ConfigError(
-            file,
-            f"{where}.url",
-            f"{url} is a loopback/private address",
-            "set [network] allow_private_addresses = true to allow it",
-        )
+    url = check_target_url(file, f"{where}.url", item["url"], allow_private)
     secret = _secret(file, where, item, env)
     fmt = item.get("format", "standard")
     if fmt not in WEBHOOK_FORMATS:

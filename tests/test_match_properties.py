@@ -141,7 +141,9 @@ def test_one_megabyte_is_bounded(chunk: str) -> None:
     r = MATCHER.classify("Title", big, big)
     elapsed = time.perf_counter() - t0
     check_offsets(r, {"title": "Title", "summary": big, "text": big})
-    assert elapsed < 5.0, f"{elapsed:.2f}s for 2 MB"
+    # A guard against super-linear blow-ups (a backtracking pattern would take minutes), not a
+    # speed test: speed is measured in bench/bench_matcher.py. ~4 s here on a loaded 2-core box.
+    assert elapsed < 30.0, f"{elapsed:.2f}s for 2 MB"
 
 
 def test_classify_is_thread_safe() -> None:

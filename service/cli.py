@@ -21,11 +21,13 @@ from typing import Any, TextIO
 from service import __version__
 from service.config import Config, load_config
 from service.errors import ConfigError, DetainerWatchError
-from service.types import HitQuery
 
 log = logging.getLogger("service")
 
 USER_AGENT = f"detainer-watch/{__version__} (+https://github.com/detainer-watch/detainer-watch)"
+
+# Seconds between attempts to reach a database that does not answer yet (migrate --wait).
+DATABASE_RETRY_S = 1.0
 
 
 def utc_now() -> datetime:
@@ -78,7 +80,8 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
         if pipeline:
             from service.alerts.sender import WebhookSender, build_webhook_client
             from service.fetch import Fetcher, build_client
-            from service.pipeline import Poller, PollSettings
+            from service.parse_worker import ParsePool
+            from service.pipeline import CLAIM_ROUNDS, Poller, PollSettings
             from service.politeness import HostGate
             from service.stories import StoryPolicy
 
@@ -90,7 +93,8 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
                 cfg["polling.concurrency"],
             )
             hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
-            parts.clients = (feed_client, hook_client)
+            parse_pool = ParsePool()  # worker processes, started on first use
+            parts.clients = (feed_client, hook_client, parse_pool)
             rng = random.Random()
             parts.poller = Poller(
                 storage=storage,
@@ -111,9 +115,13 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
                     cfg["polling.disable_after"],
                     cfg["polling.disable_after_errors"],
                     stories=StoryPolicy(cfg["stories.threshold"], cfg["stories.window"]),
+                    # A batch's feeds are fetched CLAIM_ROUNDS deep per thread, each within
+                    # the total timeout; one more timeout covers parsing and storing.
+                    lease_s=(CLAIM_ROUNDS + 1) * cfg["polling.total_timeout"],
                 ),
                 clock=utc_now,
                 rng=rng,
+                parse_pool=parse_pool,
             )
             parts.sender = WebhookSender(
                 storage,
@@ -150,11 +158,32 @@ def _safe_url(cfg: Config) -> str:
     return make_url(cfg.database_url).render_as_string(hide_password=True)
 
 
-def cmd_migrate(cfg: Config, _args: argparse.Namespace) -> int:
+def _wait_for_database(engine: Any, wait_s: float) -> None:
+    """Try to reach the database for up to ``wait_s`` seconds (containers starting together:
+    the database may not answer yet); then let the last error through."""
+    import time
+
+    from service.errors import StorageError
+    from service.storage import current_revision
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            current_revision(engine)
+            return
+        except StorageError as e:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database not answering yet, retrying: %s", str(e).splitlines()[0])
+            time.sleep(DATABASE_RETRY_S)
+
+
+def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     from service.storage import make_engine, migrate
 
     engine = make_engine(cfg.database_url)
     try:
+        _wait_for_database(engine, args.wait)
         before, after = migrate(engine)
     finally:
         engine.dispose()
@@ -213,6 +242,83 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
+    """The scheduler half of ``run``: polls and deliveries, no API. Any number may run
+    against one PostgreSQL database; they share the work through leases in the database."""
+    import signal
+    import threading
+
+    from service.scheduler import ServiceScheduler
+
+    with build(cfg) as parts:
+        scheduler = ServiceScheduler(
+            parts.poller, parts.sender, cfg["polling.tick"], cfg["delivery.tick"], utc_now()
+        )
+        log.info(
+            "detainer-watch %s worker %s: %d feeds, %d webhooks, database %s",
+            __version__,
+            parts.poller.worker_id,
+            len(parts.storage.enabled_feeds()),
+            len(cfg.webhooks),
+            _safe_url(cfg),
+        )
+        stop = threading.Event()
+
+        def request_stop(_signum: int, _frame: object) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        _reload_rules_on_sighup(cfg, parts.poller)
+        scheduler.start()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            log.info("stopping: waiting for the current poll and deliveries to finish")
+            scheduler.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
+    """The API half of ``run``: uvicorn with ``--workers N`` processes, each building the app
+    from the config (``service.api.factory``). It does not migrate; it refuses a schema newer
+    than it knows."""
+    import os
+
+    import uvicorn
+
+    from service.storage import check_schema, make_engine
+
+    engine = make_engine(cfg.database_url)
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()
+    # uvicorn's worker processes inherit the environment: they read the same config.
+    os.environ["DW_CONFIG"] = str(Path(cfg.path).resolve())
+    log.info(
+        "detainer-watch %s API on http://%s:%d (%d process%s)",
+        __version__,
+        cfg["http.host"],
+        cfg["http.port"],
+        args.workers,
+        "" if args.workers == 1 else "es",
+    )
+    uvicorn.run(
+        "service.api.factory:create_app_from_env",
+        factory=True,
+        host=cfg["http.host"],
+        port=cfg["http.port"],
+        workers=args.workers,
+        lifespan="off",
+        log_level=str(cfg["logging.level"]).lower(),
+        access_log=False,
+    )
+    return 0
+
+
 def _reload_rules_on_sighup(cfg: Config, poller: Any) -> None:
     """``kill -HUP PID`` reloads the rules file; a broken file keeps the old rules."""
     import signal
@@ -252,6 +358,8 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
         else:
             feeds = None
         reports = parts.poller.poll(feeds)
+        while feeds is None and (batch := parts.poller.poll()):  # due feeds come in batches
+            reports += batch
         delivered = parts.sender.tick(limit=1000) if not args.no_deliver else None
     for r in reports:
         status = f"{r.status.value} {r.http_status or ''}".strip()
@@ -332,48 +440,17 @@ def _parse_when(value: str | None) -> datetime | None:
 
 
 def cmd_hits(cfg: Config, args: argparse.Namespace) -> int:
-    from service.storage import hit_payload
+    from service.cli_hits import print_hits
 
-    query = HitQuery(
-        topic=args.topic,
-        event=args.event,
-        jurisdiction=args.jurisdiction,
-        state=args.state,
-        feed=args.feed,
-        since=_parse_when(args.since),
-        until=_parse_when(args.until),
-        min_score=args.min_score,
-        q=args.q,
-        limit=args.limit,
-    )
     with build(cfg, pipeline=False) as parts:
-        hits, _ = parts.storage.list_hits(query)
-    items = [hit_payload(h) for h in hits]
-    if args.format == "json":
-        for item in items:
-            print(json.dumps(item, ensure_ascii=False))
-    elif args.format == "csv":
-        from service.api.app import hits_csv
+        return print_hits(parts.storage, args, sys.stdout)
 
-        sys.stdout.write("".join(hits_csv(items)))
-    else:
-        _table(
-            sys.stdout,
-            ["id", "seen", "score", "topics", "event", "place", "title"],
-            [
-                [
-                    str(h["id"]),
-                    (h["first_seen_at"] or "")[:16],
-                    f"{h['score']:.2f}",
-                    ",".join(h["topics"]),
-                    h["event_type"] or "",
-                    "; ".join(f"{j['name']}, {j['state']}" for j in h["jurisdictions"][:2]),
-                    h["title"][:70],
-                ]
-                for h in items
-            ],
-        )
-    return 0
+
+def cmd_stats(cfg: Config, args: argparse.Namespace) -> int:
+    from service.cli_hits import print_stats
+
+    with build(cfg, pipeline=False) as parts:
+        return print_stats(parts.storage, args, sys.stdout)
 
 
 def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -509,6 +586,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("run", parents=[common], help="scheduler + API (embedded default)")
+    sub.add_parser(
+        "worker", parents=[common], help="scheduler only: polls and deliveries (scale-out)"
+    )
+    api = sub.add_parser("api", parents=[common], help="HTTP API only (scale-out)")
+    api.add_argument("--workers", type=int, default=1, metavar="N", help="uvicorn worker processes")
     poll = sub.add_parser("poll", parents=[common], help="one pass over due feeds, then exit")
     poll.add_argument("--all", action="store_true", help="poll every feed, due or not")
     poll.add_argument("--feed", metavar="URL", help="poll just this feed (URL or id)")
@@ -520,14 +602,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("corpus", metavar="CORPUS.jsonl")
     ev.add_argument("--rules", metavar="PATH", help="rules file (default: from config)")
 
+    from service.cli_hits import add_hit_filters
+
     hits = sub.add_parser("hits", parents=[common], help="query stored hits")
-    for name in ("topic", "event", "jurisdiction", "state", "feed", "q"):
-        hits.add_argument(f"--{name}")
-    hits.add_argument("--since", metavar="DATE", help="ISO date/time, UTC")
-    hits.add_argument("--until", metavar="DATE", help="ISO date/time, UTC")
-    hits.add_argument("--min-score", type=float)
-    hits.add_argument("--limit", type=int, default=50)
-    hits.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    add_hit_filters(hits)
+    hits.add_argument("--sort", choices=("newest", "score"), default="newest")
+    hits.add_argument(
+        "--limit", type=int, help="rows (default: 50 for table/json, all for csv/jsonl)"
+    )
+    hits.add_argument(
+        "--format",
+        choices=("table", "json", "jsonl", "csv"),
+        default="table",
+        help="csv and jsonl stream every matching hit",
+    )
+    stats = sub.add_parser("stats", parents=[common], help="hit counts by week, topic, place")
+    add_hit_filters(stats)
+    stats.add_argument("--format", choices=("table", "json"), default="table")
 
     feeds = sub.add_parser("feeds", parents=[common], help="manage feeds")
     fsub = feeds.add_subparsers(dest="feeds_cmd", required=True, metavar="ACTION")
@@ -568,17 +659,27 @@ def _parser() -> argparse.ArgumentParser:
     whsub = wh.add_subparsers(dest="webhooks_cmd", required=True, metavar="ACTION")
     whsub.add_parser("list", parents=[common], help="subscriptions and their state")
 
-    sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
+    mg = sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
+    mg.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trying to reach the database this long first (containers starting)",
+    )
     sub.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
     return p
 
 
 COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "run": cmd_run,
+    "worker": cmd_worker,
+    "api": cmd_api,
     "poll": cmd_poll,
     "classify": cmd_classify,
     "eval": cmd_eval,
     "hits": cmd_hits,
+    "stats": cmd_stats,
     "feeds": cmd_feeds,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,

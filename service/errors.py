@@ -10,6 +10,7 @@ and never leak past the module that calls them::
     │   └── BodyTooLarge     the body passed the configured maximum
     ├── ParseError           a feed document could not be parsed at all
     ├── StorageError         the database is unreachable or refused a statement
+    ├── QueryError           a hit query a user wrote is invalid (search syntax, cursor)
     └── DeliveryError        a webhook could not be delivered (network, HTTP status)
 """
 
@@ -55,6 +56,14 @@ class ParseError(DetainerWatchError):
 
 class StorageError(DetainerWatchError):
     """The database could not be reached or refused a statement."""
+
+
+class QueryError(DetainerWatchError):
+    """A hit query is invalid. ``param`` names the parameter (``q``, ``cursor``, ...)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(f"{param}: {message}")
 
 
 class DeliveryError(DetainerWatchError):

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from service.decide import (
     adaptive_interval_s,
@@ -28,11 +32,9 @@ from service.decide import (
     next_check_after_error,
     next_check_after_success,
 )
-from service.errors import ParseError
 from service.fetch import Fetcher
 from service.match import Matcher
-from service.normalize import normalize_entry
-from service.parse import parse_feed
+from service.parse_worker import ParsePool
 from service.politeness import host_key
 from service.storage import Storage
 from service.stories import StoryPolicy, article_fingerprint, assign_stories, needs_match
@@ -42,6 +44,7 @@ from service.types import (
     FeedUpdate,
     FetchResult,
     FetchStatus,
+    Fingerprint,
     NewArticle,
     ParsedFeed,
     PollReport,
@@ -61,6 +64,20 @@ class PollSettings:
     disable_after_errors: int = 10
     # Near-duplicate grouping ([stories] threshold and window).
     stories: StoryPolicy = field(default_factory=StoryPolicy)
+    # Due feeds are claimed in batches of this many, each leased for lease_s seconds (cli
+    # sizes the lease from the fetch timeout); 0: CLAIM_ROUNDS x concurrency.
+    lease_s: float = 180.0
+    claim_batch: int = 0
+
+
+# A claimed batch is CLAIM_ROUNDS fetches per fetch thread: small enough that the other
+# workers find due feeds too, large enough to keep the threads busy.
+CLAIM_ROUNDS = 2
+
+
+def worker_name() -> str:
+    """``host:pid:random``: who holds a feed's lease (unique per process, readable in logs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +90,44 @@ class _Fetched:
     articles: tuple[Article, ...]
     body_hash: str | None
     error: str | None
+    fingerprints: tuple[Fingerprint, ...] = ()  # of each of ``articles``
 
 
-def _fetch_and_parse(fetcher: Fetcher, feed: FeedRecord) -> _Fetched:
+def _fetch_and_parse(fetcher: Fetcher, parser: ParsePool, feed: FeedRecord) -> _Fetched:
     result = fetcher.fetch(feed.for_update())
     if result.status is not FetchStatus.OK or result.body is None:
         return _Fetched(feed, result, None, (), None, result.error)
     body_hash = hashlib.sha256(result.body).hexdigest()
     if feed.body_hash == body_hash:
         # The server ignored our validators but sent the same bytes: nothing new to parse.
-        return _Fetched(feed, result, None, (), body_hash, None)
-    try:
-        parsed = parse_feed(result.body, result.headers, result.final_url or feed.url)
-    except ParseError as e:
-        return _Fetched(feed, result, None, (), body_hash, f"malformed feed: {e}")
-    base = result.final_url or feed.url
-    articles = tuple(normalize_entry(entry, parsed.title, base) for entry in parsed.entries)
-    if parsed.bozo_error and not parsed.entries:
-        return _Fetched(feed, result, None, (), body_hash, f"malformed feed: {parsed.bozo_error}")
-    return _Fetched(feed, result, parsed, articles, body_hash, None)
+        return _Fetched(feed, replace(result, body=None), None, (), body_hash, None)
+    doc = parser.parse(result.body, result.headers, result.final_url or feed.url)
+    # The body is not needed past here; dropping it keeps a pass's memory to the parsed
+    # documents waiting to be stored.
+    result = replace(result, body=None)
+    return _Fetched(feed, result, doc.parsed, doc.articles, body_hash, doc.error, doc.fingerprints)
+
+
+# Fetched documents waiting to be stored, per fetch thread: storing is one thread, so
+# without a bound a pass whose fetching outruns its storing would hold every parsed feed
+# in memory at once (peak RSS grows with the number of feeds; bench/bench_poll.py).
+AHEAD_PER_WORKER = 2
+
+
+def _submitted_ahead(
+    pool: ThreadPoolExecutor,
+    work: Callable[[FeedRecord], _Fetched],
+    feeds: Sequence[FeedRecord],
+    ahead: int,
+) -> Iterator[Future[_Fetched]]:
+    """Futures of ``work`` over ``feeds`` in order, at most ``ahead`` of them submitted
+    and not yet handed out."""
+    pending: deque[Future[_Fetched]] = deque()
+    for feed in feeds:
+        pending.append(pool.submit(work, feed))
+        if len(pending) >= ahead:
+            yield pending.popleft()
+    yield from pending
 
 
 def _warning(f: _Fetched) -> str | None:
@@ -118,8 +154,14 @@ class Poller:
         settings: PollSettings,
         clock: Callable[[], datetime],
         rng: random.Random,
+        parse_pool: ParsePool | None = None,
+        worker_id: str = "",
     ) -> None:
         self.storage = storage
+        self.worker_id = worker_id or worker_name()
+        # Where documents are parsed: worker processes (cli builds one per core), or the
+        # fetch thread itself when none is given (tests, one-feed commands).
+        self.parse_pool = parse_pool or ParsePool(processes=0)
         self.fetcher = fetcher
         self.matcher = matcher
         self.settings = settings
@@ -131,21 +173,31 @@ class Poller:
     def poll(self, feeds: Sequence[FeedRecord] | None = None) -> list[PollReport]:
         """Poll the given feeds (default: the due ones); returns one report per feed."""
         with self._lock:
-            todo = list(feeds) if feeds is not None else self.storage.due_feeds(self.clock())
+            todo = list(feeds) if feeds is not None else self._claim()
             todo = interleave_by_host(todo, lambda f: host_key(f.url))
             if not todo:
                 return []
             reports: list[PollReport] = []
             workers = max(1, min(self.settings.concurrency, len(todo)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-                futures = [pool.submit(_fetch_and_parse, self.fetcher, f) for f in todo]
-                for future in futures:
+                for future in _submitted_ahead(
+                    pool,
+                    lambda f: _fetch_and_parse(self.fetcher, self.parse_pool, f),
+                    todo,
+                    AHEAD_PER_WORKER * workers,
+                ):
                     if self.stopping.is_set():
                         future.cancel()
                         continue
                     fetched = future.result()
                     reports.append(self._store(fetched))
             return reports
+
+    def _claim(self) -> list[FeedRecord]:
+        """Lease the next batch of due feeds to this worker (none other polls them now)."""
+        batch = self.settings.claim_batch or CLAIM_ROUNDS * self.settings.concurrency
+        lease = timedelta(seconds=self.settings.lease_s)
+        return self.storage.claim_feeds(self.clock(), self.worker_id, batch, lease)
 
     def _interval(self, f: _Fetched, rate: float | None, now: datetime) -> float:
         """The feed's next interval: adaptive around its own, lengthened by <ttl> and the
@@ -171,7 +223,9 @@ class Poller:
             fresh = list({a.guid: a for a in reversed(fresh)}.values())[::-1]
             # Which story each article joins (decided in stories): a sighting of a story
             # that already has its hit is stored without matching.
-            prints = [article_fingerprint(a) for a in fresh]
+            # Fingerprints come with the articles from the parse workers.
+            print_of = {id(a): fp for a, fp in zip(f.articles, f.fingerprints, strict=False)}
+            prints = [print_of.get(id(a)) or article_fingerprint(a) for a in fresh]
             policy = self.settings.stories
             choices = assign_stories(
                 fresh,

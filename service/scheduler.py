@@ -18,6 +18,10 @@ from service.pipeline import Poller
 
 log = logging.getLogger(__name__)
 
+# Batches one poll tick claims at most before it yields to the next tick: a bound in case
+# some feed stays due after its poll (a clock set back), not a limit anyone should meet.
+MAX_BATCHES_PER_TICK = 100
+
 
 class ServiceScheduler:
     def __init__(
@@ -51,12 +55,18 @@ class ServiceScheduler:
         )
 
     def _poll(self) -> None:
-        try:
-            reports = self.poller.poll()
-        except DetainerWatchError as e:  # the database was unreachable: try next tick
-            log.error("poll pass failed: %s", e)
-            return
-        if reports:
+        """Poll batch after batch of due feeds (each claimed with a lease by the poller)
+        until none is due; a database error ends this tick, the next one starts afresh."""
+        for _ in range(MAX_BATCHES_PER_TICK):
+            if self.poller.stopping.is_set():
+                return
+            try:
+                reports = self.poller.poll()
+            except DetainerWatchError as e:  # the database was unreachable: try next tick
+                log.error("poll pass failed: %s; trying again at the next tick", e)
+                return
+            if not reports:
+                return
             log.info(
                 "poll pass: %d feeds, %d new items, %d hits, %d errors",
                 len(reports),
@@ -64,15 +74,15 @@ class ServiceScheduler:
                 sum(r.hits for r in reports),
                 sum(1 for r in reports if r.error),
             )
-        # New hits wrote pending deliveries: send them now rather than at the next tick.
-        if any(r.hits for r in reports):
-            self._scheduler.modify_job("deliver", next_run_time=datetime.now().astimezone())
+            # New hits wrote pending deliveries: send them now rather than at the next tick.
+            if any(r.hits for r in reports):
+                self._scheduler.modify_job("deliver", next_run_time=datetime.now().astimezone())
 
     def _deliver(self) -> None:
         try:
             report = self.sender.tick()
         except DetainerWatchError as e:
-            log.error("delivery pass failed: %s", e)
+            log.error("delivery pass failed: %s; trying again at the next tick", e)
             return
         if report.delivered or report.retried or report.failed:
             log.info(

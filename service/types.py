@@ -323,6 +323,8 @@ class HitRecord:
     rules: tuple[str, ...]
     ruleset_version: str
     articles: tuple[Sighting, ...] = ()
+    # With a full-text query: the matching words in context, HTML-escaped, <mark>ed.
+    snippet: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,9 +357,41 @@ class HitQuery:
     since: datetime | None = None
     until: datetime | None = None
     min_score: float | None = None
-    q: str | None = None
+    q: str | None = None  # full-text search (service.search syntax)
     limit: int = 50
-    cursor: int | None = None  # hits with id below this (newest first)
+    # Where the page starts: an opaque cursor from the previous page (``service.search``),
+    # or, as before, a hit id (newest first: hits with a smaller id).
+    cursor: str | int | None = None
+    source: str | None = None  # outlet of the hit, exactly (case-insensitive)
+    sort: str = "newest"  # "newest" (id descending) | "score" (score, then id, descending)
+
+
+@dataclass(frozen=True, slots=True)
+class HitStats:
+    """Counts of the hits matching a query, by dimension, largest first (dates ascending).
+
+    A hit with two places counts once for each; ``total`` counts hits."""
+
+    total: int
+    by_day: tuple[tuple[str, int], ...]  # ("2025-01-23", n)
+    by_topic: tuple[tuple[str, int], ...]
+    by_event: tuple[tuple[str | None, int], ...]
+    by_state: tuple[tuple[str, int], ...]
+    by_jurisdiction: tuple[tuple[str, str, str, int], ...]  # (name, kind, state, n)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceSummary:
+    """A jurisdiction with its hit count and its newest hit."""
+
+    name: str
+    kind: str
+    state: str
+    hits: int
+    latest_hit_id: int
+    latest_title: str
+    latest_event: str | None
+    latest_seen_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,8 @@ tick = "1s"
 concurrency = 2
 per_host_delay = 0.01
 per_host_concurrency = 2
+# Feed leases last 3 x total_timeout: a killed process's feeds are polled again after 15 s.
+total_timeout = "5s"
 [network]
 allow_private_addresses = true
 [matcher]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import service.pipeline
+import service.parse_worker
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
 from service.pipeline import Poller, PollSettings
@@ -133,13 +133,13 @@ def test_same_body_with_a_new_etag_is_not_parsed(
     poll_one(poller, storage, server.url("/churn.xml"))
 
     parsed: list[bytes] = []
-    real_parse = service.pipeline.parse_feed
+    real_parse = service.parse_worker.parse_feed
 
     def counting_parse(data: bytes, *args: Any) -> Any:
         parsed.append(data)
         return real_parse(data, *args)
 
-    monkeypatch.setattr(service.pipeline, "parse_feed", counting_parse)
+    monkeypatch.setattr(service.parse_worker, "parse_feed", counting_parse)
     server.route("/churn.xml", body=body, headers={"ETag": '"v2"'})
     clock.advance(INTERVAL)
     report = poll_one(poller, storage, server.url("/churn.xml"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from service.errors import StorageError
@@ -23,6 +24,8 @@ from service.types import (
     FeedRecord,
     Subscription,
 )
+
+T = TypeVar("T")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -120,8 +123,21 @@ class StoreBase:
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 yield session
-        except OperationalError as e:
+        except (OperationalError, InterfaceError) as e:
+            # The server went away (restart, pg_terminate_backend) or refused us: the pool
+            # drops the dead connection and pool_pre_ping checks the next one.
             raise StorageError(f"database error: {e.orig}") from e
+
+    def _retry_conflicts(self, write: Callable[[], T], attempts: int = 3) -> T:
+        """Run a write transaction again when it lost a race on a unique constraint to a
+        concurrent worker (the rerun sees the winner's rows)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return write()
+            except IntegrityError as e:
+                if attempt == attempts:
+                    raise StorageError(f"concurrent writers kept conflicting: {e.orig}") from e
+        raise AssertionError("unreachable")
 
     def ping(self) -> bool:
         try:

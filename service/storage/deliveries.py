@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from service.config import WebhookConfig
 from service.storage.base import _delivery, _subscription, new_webhook_id
@@ -56,7 +56,11 @@ class DeliveryStore(HitStore):
     # ------------------------------------------------------------ subscriptions
 
     def sync_config_webhooks(self, hooks: Sequence[WebhookConfig], now: datetime) -> None:
-        """Make the config file's [[webhooks]] the enabled config subscriptions."""
+        """Make the config file's [[webhooks]] the enabled config subscriptions (run again
+        when a worker starting at the same moment inserted the same URL first)."""
+        self._retry_conflicts(lambda: self._sync_config_webhooks(hooks, now))
+
+    def _sync_config_webhooks(self, hooks: Sequence[WebhookConfig], now: datetime) -> None:
         with self._session() as s:
             rows = {r.url: r for r in s.exec(select(SubscriptionRow)).all()}
             wanted = {h.url for h in hooks}
@@ -182,20 +186,8 @@ class DeliveryStore(HitStore):
                 if position > PER_SUBSCRIPTION_BATCH or not (due and free):
                     blocked.add(row.subscription_id)
                     continue
-                # Conditional update: only one process can move lease_until forward.
-                result = s.execute(
-                    update(DeliveryRow)
-                    .where(col(DeliveryRow.id) == row.id)
-                    .where(
-                        or_(
-                            col(DeliveryRow.lease_until).is_(None),
-                            col(DeliveryRow.lease_until) < now,
-                        )
-                    )
-                    .values(lease_until=now + LEASE_MARGIN + attempt_timeout * position)
-                    .execution_options(synchronize_session=False)
-                )
-                if getattr(result, "rowcount", 0) != 1:
+                lease_until = now + LEASE_MARGIN + attempt_timeout * position
+                if not self._lease_delivery(s, row, now, lease_until):
                     blocked.add(row.subscription_id)
                     continue
                 taken[row.subscription_id] = position
@@ -217,6 +209,43 @@ class DeliveryStore(HitStore):
                     )
                 )
         return claimed
+
+    @staticmethod
+    def _lease_delivery(s: Session, row: DeliveryRow, now: datetime, until: datetime) -> bool:
+        """Take the lease of one delivery read unlocked a moment ago, if it is still pending,
+        due and free. On PostgreSQL the row is locked with ``FOR UPDATE SKIP LOCKED`` (a
+        sender claiming it at this moment makes us skip it, and with it the rest of its
+        subscription, instead of waiting) and read again; elsewhere a conditional update lets
+        only one process move ``lease_until`` forward."""
+        claimable = (
+            col(DeliveryRow.id) == row.id,
+            col(DeliveryRow.status) == "pending",
+            or_(col(DeliveryRow.lease_until).is_(None), col(DeliveryRow.lease_until) < now),
+            or_(
+                col(DeliveryRow.next_attempt_at).is_(None),
+                col(DeliveryRow.next_attempt_at) <= now,
+            ),
+        )
+        if s.get_bind().dialect.name == "postgresql":
+            locked = s.exec(
+                select(DeliveryRow)
+                .where(*claimable)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            ).first()
+            if locked is None:
+                return False
+            locked.lease_until = until
+            s.add(locked)
+            s.flush()
+            return True
+        result = s.execute(
+            update(DeliveryRow)
+            .where(*claimable)
+            .values(lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return getattr(result, "rowcount", 0) == 1
 
     def release(self, delivery_ids: Sequence[int]) -> None:
         """Give back leases not used (a sender stopping early)."""

@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from alembic.util.exc import CommandError
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -19,6 +20,9 @@ from service.errors import StorageError
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Seconds a SQLite writer waits for another writer's lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30
+# Key of the PostgreSQL session advisory lock held while migrating, so that several workers
+# starting at once upgrade the schema one after the other ("dw-migra" in ASCII).
+MIGRATION_LOCK_KEY = 0x64772D6D69677261
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -56,13 +60,43 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def migrate(engine: Engine) -> tuple[str | None, str]:
-    """Upgrade the schema to the newest revision. Returns (before, after) revisions."""
+    """Upgrade the schema to the newest revision. Returns (before, after) revisions.
+
+    Refuses (StorageError) a database whose schema is newer than this release knows. On
+    PostgreSQL the upgrade holds an advisory lock, so processes starting together take turns.
+    """
     try:
-        before = current_revision(engine)
-        command.upgrade(_alembic_config(engine), "head")
+        with engine.connect() as lock:
+            postgres = engine.dialect.name == "postgresql"
+            if postgres:
+                lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                lock.commit()
+            try:
+                before = check_schema(engine)
+                command.upgrade(_alembic_config(engine), "head")
+            finally:
+                if postgres:
+                    lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                    lock.commit()
         return before, head_revision()
-    except SQLAlchemyError as e:
+    except (SQLAlchemyError, CommandError) as e:
         raise StorageError(f"migration failed: {e}") from e
+
+
+def check_schema(engine: Engine) -> str | None:
+    """The database's schema revision; StorageError when it is one this release does not
+    know (written by a newer detainer-watch): running on it could corrupt data."""
+    current = current_revision(engine)
+    if current is None:
+        return None
+    known = {s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+    if current not in known:
+        raise StorageError(
+            f"the database schema is at revision {current}, newer than this detainer-watch "
+            f"(newest it knows: {head_revision()}); upgrade detainer-watch to the release "
+            "that wrote it (or newer) and start again; do not run this release on it"
+        )
+    return current
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import or_, update
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
@@ -25,7 +25,11 @@ class FeedStore(StoreBase):
     # ------------------------------------------------------------ feeds
 
     def sync_config_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
-        """Add the config file's feeds (due now) and refresh their names and intervals."""
+        """Add the config file's feeds (due now) and refresh their names and intervals.
+        Workers starting together may race here; the loser runs again (URLs are unique)."""
+        self._retry_conflicts(lambda: self._sync_config_feeds(feeds, now))
+
+    def _sync_config_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
         with self._session() as s:
             existing = {r.url: r for r in s.exec(select(FeedRow)).all()}
             for f in feeds:
@@ -117,6 +121,47 @@ class FeedStore(StoreBase):
             ).all()
             return [_feed_record(r) for r in rows]
 
+    def claim_feeds(
+        self, now: datetime, worker: str, limit: int, lease: timedelta
+    ) -> list[FeedRecord]:
+        """Lease up to ``limit`` due feeds to ``worker`` until ``now + lease``.
+
+        A leased feed is no one else's until its poll is recorded (which ends the lease) or
+        the lease runs out (a crashed worker: another takes the feed over then). On
+        PostgreSQL the due rows are locked with ``FOR UPDATE SKIP LOCKED``, so workers
+        claiming at the same moment get different feeds without waiting for each other;
+        on SQLite a conditional update lets only one process take each feed.
+        """
+        free = or_(col(FeedRow.lease_until).is_(None), col(FeedRow.lease_until) < now)
+        due = (
+            select(FeedRow)
+            .where(FeedRow.enabled == True)  # noqa: E712 (SQL expression)
+            .where(or_(col(FeedRow.next_check_at).is_(None), col(FeedRow.next_check_at) <= now))
+            .where(free)
+            .order_by(col(FeedRow.next_check_at), col(FeedRow.id))
+            .limit(limit)
+        )
+        until = now + lease
+        with self._session() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                rows = s.exec(due.with_for_update(skip_locked=True)).all()
+                for row in rows:
+                    row.lease_until, row.leased_by = until, worker
+                    s.add(row)
+                return [_feed_record(r) for r in rows]
+            claimed = []
+            for row in s.exec(due).all():
+                result = s.execute(
+                    update(FeedRow)
+                    .where(col(FeedRow.id) == row.id)
+                    .where(free)
+                    .values(lease_until=until, leased_by=worker)
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    claimed.append(_feed_record(row))
+            return claimed
+
     def enabled_feeds(self) -> list[FeedRecord]:
         return [f for f in self.list_feeds() if f.enabled]
 
@@ -131,6 +176,7 @@ class FeedStore(StoreBase):
         feed.last_new_items = u.new_items
         feed.last_error = u.error
         feed.failing_since = u.failing_since
+        feed.lease_until = None  # the poll is recorded: the feed is free for its next check
         if u.items_per_hour is not None:
             feed.items_per_hour = u.items_per_hour
         if u.status is not FetchStatus.ERROR:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from service.storage.base import _utc
@@ -105,11 +105,39 @@ def story_candidates(
     ]
 
 
-def add_story_keys(
-    s: Session, article_id: int, story_id: int, fp: Fingerprint, at: datetime
-) -> None:
-    """Index a stored article's band keys for later near-duplicate lookups."""
-    s.add_all(
-        StoryKeyRow(article_id=article_id, band_key=key, story_id=story_id, seen_at=at)
+def known_guids(s: Session, feed_id: int, guids: Iterable[str]) -> set[str]:
+    """Which of these entry ids the feed has already stored (one query per IN_CHUNK)."""
+    found: set[str] = set()
+    for chunk in _chunks(set(guids)):
+        found.update(
+            s.exec(
+                select(ArticleRow.guid)
+                .where(ArticleRow.feed_id == feed_id)
+                .where(col(ArticleRow.guid).in_(chunk))
+            ).all()
+        )
+    return found
+
+
+def insert_returning_ids(s: Session, model: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert rows of an integer-keyed table in one statement per IN_CHUNK rows and return
+    their new ids in the order given (multi-row INSERT ... RETURNING, on SQLite >= 3.35
+    and PostgreSQL), without building an ORM object per row."""
+    table = model.__table__
+    ids: list[int] = []
+    for chunk in _chunks(rows):
+        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        ids.extend(s.connection().execute(statement, chunk).scalars().all())
+    return ids
+
+
+def add_story_keys(s: Session, articles: Iterable[tuple[int, int, Fingerprint, datetime]]) -> None:
+    """Index stored articles' band keys for later near-duplicate lookups; ``articles`` are
+    (article id, story id, fingerprint, seen at). One multi-row INSERT for all of them."""
+    rows = [
+        {"article_id": article_id, "band_key": key, "story_id": story_id, "seen_at": at}
+        for article_id, story_id, fp, at in articles
         for key in fp.band_keys
-    )
+    ]
+    if rows:
+        s.connection().execute(insert(StoryKeyRow.__table__), rows)  # type: ignore[attr-defined]

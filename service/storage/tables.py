@@ -44,6 +44,10 @@ class FeedRow(SQLModel, table=True):
     items_per_hour: float | None = None  # EWMA of new items per hour (adaptive interval)
     failing_since: datetime | None = _utc_column()  # start of the current failure run
     disabled_at: datetime | None = _utc_column()
+    # Added in migration 0006 (scale-out): the worker polling the feed now, and until when
+    # (``FeedStore.claim_feeds``). The last holder stays on the row, for diagnosis.
+    lease_until: datetime | None = _utc_column()
+    leased_by: str | None = None
 
 
 class StoryRow(SQLModel, table=True):
@@ -161,3 +165,25 @@ class DeliveryRow(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime | None = _utc_column()
     delivered_at: datetime | None = _utc_column()
+
+
+class HitTopicRow(SQLModel, table=True):
+    """One topic of a hit (migration 0005). Filled by a trigger on ``hits``, never by code."""
+
+    __tablename__ = "hit_topics"
+    __table_args__ = (Index("ix_hit_topics_topic_hit", "topic", "hit_id"),)
+
+    hit_id: int = Field(foreign_key="hits.id", primary_key=True)
+    topic: str = Field(primary_key=True)
+
+
+class HitPlaceRow(SQLModel, table=True):
+    """One jurisdiction of a hit (migration 0005). Filled by a trigger on ``hits``."""
+
+    __tablename__ = "hit_places"
+    __table_args__ = (Index("ix_hit_places_state_hit", "state", "hit_id"),)
+
+    hit_id: int = Field(foreign_key="hits.id", primary_key=True)
+    name: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)
+    state: str = Field(primary_key=True)  # two-letter code, upper case

@@ -1,0 +1,565 @@
+"""Polling benchmark: detainer-watch's poll path against the feed-reader library `reader`.
+
+    .venv/bin/python bench/bench_poll.py [--feeds 500] [--rounds 3] [--workers 20]
+
+One command. It builds N feed documents (the real ones of ../shared/feeds plus generated
+ones of realistic size; one generated feed in five carries detainer/sanctuary stories from
+../shared/corpus, some syndicated to two feeds, so matching, story grouping and hit storage
+do real work), serves them on 127.0.0.1 from nginx (Debian's nginx-light, installed and
+started by this script when it can) or else from a threaded Python static server, and in
+each round, side by side:
+
+* ours: a fresh SQLite database, the service's own composition root (``cli.build``, as
+  `detainer-watch poll --all` runs) with politeness towards the one loopback host turned
+  off (per-host delay 0, per-host concurrency = concurrency), then
+  1. first poll (everything new: fetched, parsed, matched, stored),
+  2. no-change poll (the server answers 304 to our validators),
+  3. the same two polls against a server that ignores validators (200, same bytes: hash,
+     no parse);
+* reader: `update_feeds(workers=20)` on a fresh database, twice (first and no-change),
+  from a separate virtualenv (.bench-venv, gitignored) that this script fills with
+  `pip install reader sgmllib3k`; skipped with a message when that fails.
+
+Each side runs in its own process so CPU time and peak RSS are its own. CPU is process
+time (user + system) of the main process plus the parse worker processes. Prints a
+markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
+--rounds 1` checks peak memory at scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BENCH_VENV = REPO / ".bench-venv"
+ITEMS_PER_GENERATED_FEED = 25
+STORY_FEED_EVERY = 5  # one generated feed in five carries detainer/sanctuary stories
+
+
+# ------------------------------------------------------------------ corpus
+
+
+def _vocabulary() -> list[str]:
+    """Plain words of the real feeds, minus the beat's own terms (filler must not match)."""
+    banned = re.compile(r"immigr|detain|sanctuar|deport|^ice$|migrant|asylum|border|refugee")
+    words: set[str] = set()
+    for path in sorted((SHARED / "feeds").glob("*.xml")):
+        text = re.sub(r"<[^>]*>", " ", path.read_text("utf-8", "replace"))
+        words.update(w for w in re.findall(r"[A-Za-z]{3,12}", text) if not banned.search(w.lower()))
+    return sorted(words)
+
+
+def _sentence(rng: random.Random, vocab: list[str], n: int) -> str:
+    words = rng.choices(vocab, k=n)
+    return " ".join(words).capitalize() + "."
+
+
+def _paragraphs(rng: random.Random, vocab: list[str], words: int) -> str:
+    out = []
+    while words > 0:
+        n = min(words, rng.randint(25, 60))
+        words -= n
+        link = f'<a href="/section/{rng.randint(1, 999)}">{rng.choice(vocab)}</a>'
+        out.append(f"<p>{_sentence(rng, vocab, n)} {link}</p>")
+    return "".join(out)
+
+
+def _positives() -> list[dict[str, Any]]:
+    path = SHARED / "corpus" / "dev.jsonl"
+    if not path.is_file():
+        return []
+    items = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return [it for it in items if it.get("kind") == "positive"]
+
+
+def _item(title: str, link: str, summary: str, content: str, when: datetime) -> str:
+    return (
+        f"<item><title>{escape(title)}</title><link>{escape(link)}</link>"
+        f'<guid isPermaLink="true">{escape(link)}</guid>'
+        f"<description>{escape(summary)}</description>"
+        f"<content:encoded><![CDATA[{content}]]></content:encoded>"
+        f"<pubDate>{format_datetime(when, usegmt=True)}</pubDate></item>"
+    )
+
+
+def generated_feed(index: int, rng: random.Random, vocab: list[str], stories: list[Any]) -> bytes:
+    now = datetime.now(UTC)
+    outlet = f"Gazette {index}"
+    items = []
+    for k in range(ITEMS_PER_GENERATED_FEED):
+        when = now - timedelta(minutes=rng.randint(1, 3 * 24 * 60))
+        link = f"https://news{index}.example/{when:%Y/%m/%d}/story-{k}"
+        summary = f"<p>{_sentence(rng, vocab, rng.randint(30, 60))}</p>"
+        items.append(
+            _item(
+                _sentence(rng, vocab, rng.randint(7, 13))[:-1],
+                link,
+                summary,
+                summary + _paragraphs(rng, vocab, rng.randint(120, 260)),
+                when,
+            )
+        )
+    if stories and index % STORY_FEED_EVERY == 0:
+        for k in range(3):
+            # Each positive runs in two feeds (syndication): one story, two sightings.
+            story = stories[(index // STORY_FEED_EVERY * 3 + k) // 2 % len(stories)]
+            when = now - timedelta(hours=rng.randint(1, 48))
+            link = f"https://news{index}.example/immigration/{story['id']}"
+            text = f"<p>{escape(story.get('text', ''))}</p>"
+            items[k] = _item(story["title"], link, story.get("summary", ""), text, when)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">'
+        f"<channel><title>{outlet}</title><link>https://news{index}.example/</link>"
+        f"<description>{outlet} news</description><ttl>15</ttl>{''.join(items)}</channel></rss>"
+    ).encode()
+
+
+def build_corpus(root: Path, count: int, seed: int = 4) -> list[str]:
+    """Write ``count`` feed files under ``root``; returns their names."""
+    rng = random.Random(seed)
+    real = sorted((SHARED / "feeds").glob("*.xml"))[:count]
+    names = []
+    for path in real:
+        shutil.copyfile(path, root / path.name)
+        names.append(path.name)
+    vocab, stories = _vocabulary(), _positives()
+    for i in range(count - len(names)):
+        name = f"gen-{i:05d}.xml"
+        (root / name).write_bytes(generated_feed(i, rng, vocab, stories))
+        names.append(name)
+    return names
+
+
+# ------------------------------------------------------------------ servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+    types {{ application/rss+xml xml; }}
+    keepalive_requests 100000;
+    server {{ listen 127.0.0.1:{honest}; root {root}; }}
+    server {{ listen 127.0.0.1:{ignorant}; root {root}; etag off; if_modified_since off; }}
+}}
+"""
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Static files with ETag/If-None-Match; the ``ignore`` server always answers 200."""
+
+    protocol_version = "HTTP/1.1"
+    ignore_validators = False
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def send_head(self) -> Any:
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return None
+        st = path.stat()
+        etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        if not self.ignore_validators and self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(st.st_size))
+        if not self.ignore_validators:
+            self.send_header("ETag", etag)
+        self.end_headers()
+        return path.open("rb")
+
+
+class Servers:
+    """Two static servers over one folder: one honours validators, one ignores them."""
+
+    def __init__(self, root: Path, tmp: Path, want: str) -> None:
+        self.root, self.tmp = root, tmp
+        self.honest, self.ignorant = free_port(), free_port()
+        self.kind = ""
+        self._nginx: subprocess.Popen[bytes] | None = None
+        self._python: list[ThreadingHTTPServer] = []
+        if want in ("auto", "nginx") and self._start_nginx():
+            return
+        if want == "nginx":
+            raise SystemExit("nginx was asked for but could not be installed or started")
+        self._start_python()
+
+    def _start_nginx(self) -> bool:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+            print("installing nginx-light (apt-get) ...", file=sys.stderr)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "nginx-light"],
+                capture_output=True,
+                check=False,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        if not Path(binary).exists():
+            return False
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                tmp=self.tmp, root=self.root, honest=self.honest, ignorant=self.ignorant
+            )
+        )
+        self._nginx = subprocess.Popen(
+            [binary, "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.DEVNULL
+        )
+        if not self._wait():
+            self._nginx.terminate()
+            self._nginx = None
+            return False
+        version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
+        self.kind = f"nginx ({version.split('/')[-1]}, 1 worker)"
+        return True
+
+    def _start_python(self) -> None:
+        root = str(self.root)
+        for port, ignore in ((self.honest, False), (self.ignorant, True)):
+            handler = type(
+                "H", (_Handler,), {"ignore_validators": ignore, "__init__": _handler_init(root)}
+            )
+            server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self._python.append(server)
+        self._wait()
+        self.kind = "Python ThreadingHTTPServer (nginx unavailable)"
+
+    def _wait(self) -> bool:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.ignorant), timeout=0.2):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        if self._nginx is not None:
+            self._nginx.terminate()
+            self._nginx.wait(10)
+        for server in self._python:
+            server.shutdown()
+
+
+def _handler_init(root: str) -> Any:
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        SimpleHTTPRequestHandler.__init__(self, *args, directory=root, **kwargs)
+
+    return init
+
+
+# ------------------------------------------------------------------ our side (subprocess)
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_ours(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))
+    from service.cli import build
+    from service.config import load_config
+
+    feeds = "".join(f'[[feeds]]\nurl = "{u}"\n' for u in urls)
+    config = tmp / "bench.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp}/dw.db"\n'
+        f"[polling]\nconcurrency = {concurrency}\nper_host_concurrency = {concurrency}\n"
+        "per_host_delay = 0.001\n"
+        "[network]\nallow_private_addresses = true\n"
+        f'[matcher]\nrules = "{REPO}/config/rules/detainer-sanctuary.toml"\n{feeds}'
+    )
+    cfg = load_config(config, env={})
+    out: dict[str, Any] = {}
+    with build(cfg) as parts:
+        todo = parts.storage.enabled_feeds()
+        for phase in ("first", "unchanged"):
+            workers = parts.poller.parse_pool.worker_pids()
+            cpu0 = time.process_time() + sum(_cpu_of(p) for p in workers)
+            t0 = time.perf_counter()
+            reports = parts.poller.poll(todo)
+            wall = time.perf_counter() - t0
+            workers = parts.poller.parse_pool.worker_pids()
+            cpu = time.process_time() + sum(_cpu_of(p) for p in workers) - cpu0
+            out[phase] = {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "feeds": len(reports),
+                "items": sum(r.new_items for r in reports),
+                "hits": sum(r.hits for r in reports),
+                "errors": sum(1 for r in reports if r.status.value == "error"),
+                "statuses": sorted({r.status.value for r in reports}),
+            }
+            todo = parts.storage.enabled_feeds()
+        worker_rss = [_peak_rss_mb(p) for p in parts.poller.parse_pool.worker_pids()]
+    main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rss_mb"] = main_rss
+    out["rss_total_mb"] = main_rss + sum(worker_rss)
+    return out
+
+
+def _pool_processes(poller: Any) -> list[Any]:
+    pool = getattr(poller, "parse_pool", None)
+    procs = getattr(pool, "_processes", None) or {}
+    return list(procs.values())
+
+
+# ------------------------------------------------------------------ reader (subprocess)
+
+READER_SCRIPT = """
+import json, resource, sys, time
+from reader import make_reader
+urls, db = json.loads(sys.argv[1]), sys.argv[2]
+r = make_reader(db)
+for u in urls:
+    r.add_feed(u)
+out = {}
+for phase in ("first", "unchanged"):
+    before = r.get_entry_counts().total
+    c0, t0 = time.process_time(), time.perf_counter()
+    r.update_feeds(workers=20, scheduled=False)
+    out[phase] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                  "feeds": len(urls), "items": r.get_entry_counts().total - before,
+                  "errors": sum(1 for f in r.get_feeds() if f.last_exception)}
+out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+r.close()
+print(json.dumps(out))
+"""
+
+
+def reader_python() -> Path | None:
+    """The bench virtualenv's Python with reader installed, installing it on first use."""
+    python = BENCH_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import reader, sgmllib"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print("installing reader + sgmllib3k into .bench-venv ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=False)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "reader", "sgmllib3k"],
+        capture_output=True,
+        check=False,
+    )
+    return python if subprocess.run(probe, capture_output=True).returncode == 0 else None
+
+
+def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(python), "-c", READER_SCRIPT, json.dumps(urls), str(tmp / "reader.sqlite")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def run_ours_subprocess(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--_ours", str(tmp), "--workers", str(concurrency)]
+    done = subprocess.run(args, input=json.dumps(urls), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"our poll failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# ------------------------------------------------------------------ report
+
+
+def _median(runs: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return statistics.median(values)
+
+
+def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: list[Any]) -> str:
+    def row(name: str, us: float, them: float | None, fmt: str, better: str) -> str:
+        if them is None:
+            return f"| {name} | {us:{fmt}} | – | – |"
+        ratio = (us / them if better == "higher" else them / us) if us and them else 0.0
+        return f"| {name} | {us:{fmt}} | {them:{fmt}} | {ratio:.1f}× |"
+
+    def first(runs: list[Any], key: str) -> float:
+        if key == "items/s":
+            return statistics.median(r["first"]["items"] / r["first"]["wall_s"] for r in runs)
+        return statistics.median(r["first"]["feeds"] / r["first"]["wall_s"] for r in runs)
+
+    def per_feed_ms(runs: list[Any], key: str) -> float:
+        return statistics.median(1000 * r["unchanged"][key] / r["unchanged"]["feeds"] for r in runs)
+
+    t = theirs or None
+    lines = [
+        "| measure (median) | detainer-watch | reader | ratio |",
+        "|---|---:|---:|---:|",
+        row(
+            "first poll: items/s",
+            first(ours, "items/s"),
+            t and first(t, "items/s"),
+            ",.0f",
+            "higher",
+        ),
+        row(
+            "first poll: feeds/s",
+            first(ours, "feeds/s"),
+            t and first(t, "feeds/s"),
+            ",.1f",
+            "higher",
+        ),
+        row(
+            "first poll: CPU s",
+            _median(ours, "first", "cpu_s"),
+            t and _median(t, "first", "cpu_s"),
+            ".2f",
+            "lower",
+        ),
+        row(
+            "no-change poll (304): client CPU ms/feed",
+            per_feed_ms(ours, "cpu_s"),
+            t and per_feed_ms(t, "cpu_s"),
+            ".2f",
+            "lower",
+        ),
+        row(
+            "server ignores validators (200, same bytes): CPU ms/feed",
+            per_feed_ms(ignorant, "cpu_s"),
+            None,
+            ".2f",
+            "lower",
+        ),
+        row(
+            "peak RSS MB (main process)",
+            _median(ours, "rss_mb"),
+            t and _median(t, "rss_mb"),
+            ".0f",
+            "lower",
+        ),
+        row(
+            "peak RSS MB (main + parse workers)",
+            _median(ours, "rss_total_mb"),
+            None,
+            ".0f",
+            "lower",
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--feeds", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=20, help="our fetch concurrency")
+    ap.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
+    ap.add_argument("--no-reader", action="store_true")
+    ap.add_argument("--_ours", metavar="TMP", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._ours:
+        urls = json.loads(sys.stdin.read())
+        print(json.dumps(run_ours(urls, Path(args._ours), args.workers)))
+        return 0
+    if not (SHARED / "feeds").is_dir():
+        print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-poll-") as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # nginx's worker runs as nobody
+        root = tmp / "www"
+        root.mkdir()
+        names = build_corpus(root, args.feeds)
+        size = sum((root / n).stat().st_size for n in names)
+        servers = Servers(root, tmp, args.server)
+        try:
+            python = None if args.no_reader else reader_python()
+            if not args.no_reader and python is None:
+                print("reader: skipped (pip install reader sgmllib3k failed; offline?)")
+            honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
+            ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
+            ours, ign, theirs = [], [], []
+            for i in range(args.rounds):
+                for kind in ("ours", "ignorant", "reader"):
+                    run_dir = tmp / f"{kind}-{i}"
+                    run_dir.mkdir()
+                    if kind == "ours":
+                        ours.append(run_ours_subprocess(honest, run_dir, args.workers))
+                        result = ours[-1]
+                    elif kind == "ignorant":
+                        ign.append(run_ours_subprocess(ignoring, run_dir, args.workers))
+                        result = ign[-1]
+                    elif python is not None:
+                        theirs.append(run_reader(python, honest, run_dir))
+                        result = theirs[-1]
+                    else:
+                        continue
+                    print(f"round {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr)
+        finally:
+            servers.close()
+    print(
+        f"{len(names)} feeds ({size / 1e6:.1f} MB, median "
+        f"{statistics.median((ours + ign)[0]['first']['items'] / len(names) for _ in [0]):.0f}"
+        f" new items per feed), server: {servers.kind}; {args.rounds} rounds, "
+        f"{os.cpu_count()} CPUs; ours: concurrency {args.workers}, per-host delay 0; "
+        "reader: update_feeds(workers=20)\n"
+    )
+    print(table(ours, ign, theirs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

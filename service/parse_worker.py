@@ -1,0 +1,89 @@
+"""The CPU-bound middle of a poll: feed bytes -> parsed feed, articles and fingerprints.
+
+Pure, and light to import (feedparser, ``parse``, ``normalize``, ``stories``; no HTTP
+client, no database), because it runs in worker processes: feedparser, HTML-to-text and
+shingling are pure Python and hold the GIL, so threads cannot spread them over cores while
+processes can (bench/bench_poll.py measures both). ``ParsePool`` owns those processes. This
+module does not fetch, decide what is new or store anything (``pipeline`` does).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from service.errors import ParseError
+from service.normalize import normalize_entry
+from service.parse import parse_feed
+from service.stories import article_fingerprint
+from service.types import Article, Fingerprint, ParsedFeed
+
+# Processes that parse: one per core. The fetch threads and the storing thread of the main
+# process mostly wait on sockets and SQLite, so they do not need a core of their own.
+DEFAULT_PARSE_PROCESSES = os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """One feed document, parsed: its entries as articles with their fingerprints, or the
+    reason it could not be parsed."""
+
+    parsed: ParsedFeed | None
+    articles: tuple[Article, ...]
+    fingerprints: tuple[Fingerprint, ...]
+    error: str | None
+
+
+def parse_document(body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
+    """Parse, normalise and fingerprint a feed document (``url``: its final URL)."""
+    try:
+        parsed = parse_feed(body, headers, url)
+    except ParseError as e:
+        return ParsedDocument(None, (), (), f"malformed feed: {e}")
+    if parsed.bozo_error and not parsed.entries:
+        return ParsedDocument(None, (), (), f"malformed feed: {parsed.bozo_error}")
+    articles = tuple(normalize_entry(entry, parsed.title, url) for entry in parsed.entries)
+    prints = tuple(article_fingerprint(a) for a in articles)
+    return ParsedDocument(parsed, articles, prints, None)
+
+
+class ParsePool:
+    """Worker processes for ``parse_document``, started on first use.
+
+    Workers come from a fork server that has imported only this module, so they start
+    quickly and small, and never inherit the poller's threads, sockets or locks (forking a
+    threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
+    """
+
+    def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES) -> None:
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+
+    def submit(
+        self, body: bytes, headers: Mapping[str, str], url: str
+    ) -> Future[ParsedDocument] | None:
+        """Start parsing in a worker; ``None`` when this pool parses in-thread."""
+        if self.processes <= 0:
+            return None
+        if self._executor is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
+        return self._executor.submit(parse_document, body, dict(headers), url)
+
+    def parse(self, body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
+        future = self.submit(body, headers, url)
+        return parse_document(body, headers, url) if future is None else future.result()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for the benchmark's CPU and memory figures)."""
+        processes = getattr(self._executor, "_processes", None) or {}
+        return [p.pid for p in processes.values()]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

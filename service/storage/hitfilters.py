@@ -1,0 +1,149 @@
+"""SQL for a ``HitQuery``: the filters, the full-text match, the keyset order and snippets.
+
+Works on SQLite (FTS5 table ``hits_fts``) and PostgreSQL (``hits.search_vector``), both from
+migration 0005. Topics and places are matched on the side tables ``hit_topics`` and
+``hit_places`` (exact, indexed), not on the JSON columns. It builds statements; ``HitStore``
+runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, bindparam, func, text, tuple_
+from sqlalchemy.orm import Session
+from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from service.search import MARK_END, MARK_START, Cursor, parse_query, to_fts5, to_tsquery
+from service.storage.tables import ArticleRow, FeedRow, HitPlaceRow, HitRow, HitTopicRow
+from service.types import HitQuery
+
+# Words of context either side of a match in a snippet.
+SNIPPET_WORDS = 24
+
+
+def search_expression(q: str, dialect: str) -> str:
+    """The database's query string for a search (QueryError when the syntax is wrong)."""
+    node = parse_query(q)
+    return to_fts5(node) if dialect == "sqlite" else to_tsquery(node)
+
+
+def hit_time() -> ColumnElement[Any]:
+    """When a hit happened: published, else first seen."""
+    return func.coalesce(HitRow.published_at, HitRow.first_seen_at)
+
+
+def where_clauses(q: HitQuery, dialect: str) -> list[Any]:
+    """The WHERE conditions of every filter in ``q`` (no cursor, no order)."""
+    out: list[Any] = []
+    hit_id = col(HitRow.id)
+    if q.topic:
+        out.append(
+            hit_id.in_(select(HitTopicRow.hit_id).where(HitTopicRow.topic == q.topic.lower()))
+        )
+    if q.event:
+        out.append(col(HitRow.event_type) == q.event)
+    if q.state:
+        out.append(
+            hit_id.in_(select(HitPlaceRow.hit_id).where(HitPlaceRow.state == q.state.upper()))
+        )
+    if q.jurisdiction:
+        name, _, state = q.jurisdiction.partition(",")
+        places = select(HitPlaceRow.hit_id).where(
+            func.lower(HitPlaceRow.name) == name.strip().lower()
+        )
+        if state.strip():
+            places = places.where(HitPlaceRow.state == state.strip().upper())
+        out.append(hit_id.in_(places))
+    if q.source:
+        out.append(func.lower(HitRow.source) == q.source.lower())
+    if q.min_score is not None:
+        out.append(col(HitRow.score) >= q.min_score)
+    if q.since is not None:
+        out.append(hit_time() >= q.since.astimezone(UTC))
+    if q.until is not None:
+        out.append(hit_time() < q.until.astimezone(UTC))
+    if q.feed:
+        feed_ids = select(FeedRow.id).where(
+            FeedRow.id == int(q.feed) if q.feed.isdigit() else FeedRow.url == q.feed
+        )
+        out.append(
+            col(HitRow.story_id).in_(
+                select(ArticleRow.story_id).where(col(ArticleRow.feed_id).in_(feed_ids))
+            )
+        )
+    if q.q:
+        expr = search_expression(q.q, dialect)
+        if dialect == "sqlite":
+            out.append(
+                hit_id.in_(
+                    text("SELECT rowid FROM hits_fts WHERE hits_fts MATCH :fts")
+                    .bindparams(fts=expr)
+                    .columns(rowid=Integer)
+                )
+            )
+        else:
+            out.append(
+                text("hits.search_vector @@ to_tsquery('english', :tsq)").bindparams(tsq=expr)
+            )
+    return out
+
+
+def page_statement(
+    q: HitQuery, dialect: str, after: Cursor | None, size: int
+) -> SelectOfScalar[HitRow]:
+    """One keyset page of hit rows in the query's sort, starting after ``after``."""
+    stmt = select(HitRow).where(*where_clauses(q, dialect))
+    if q.sort == "score":
+        stmt = stmt.order_by(col(HitRow.score).desc(), col(HitRow.id).desc())
+        if after is not None:
+            stmt = stmt.where(tuple_(col(HitRow.score), col(HitRow.id)) < (after.score, after.id))
+    else:
+        stmt = stmt.order_by(col(HitRow.id).desc())
+        if after is not None:
+            stmt = stmt.where(col(HitRow.id) < after.id)
+    return stmt.limit(size)
+
+
+def snippets(s: Session, q: str, dialect: str, hit_ids: Sequence[int]) -> dict[int, str]:
+    """Raw snippets (with ``MARK_START``/``MARK_END`` around matches) for these hits."""
+    if not hit_ids:
+        return {}
+    expr = search_expression(q, dialect)
+    if dialect == "sqlite":
+        stmt = text(
+            "SELECT rowid, snippet(hits_fts, -1, :start, :end, '…', :words) FROM hits_fts "
+            "WHERE hits_fts MATCH :fts AND rowid IN :ids"
+        )
+    else:
+        stmt = text(
+            "SELECT h.id, ts_headline('english', h.title || ' — ' || a.summary || ' ' || a.text, "
+            "to_tsquery('english', :fts), 'StartSel=' || :start || ', StopSel=' || :end || "
+            "', MaxWords=' || :words || ', MinWords=10, MaxFragments=2, "
+            'FragmentDelimiter=" … "\') '
+            "FROM hits h JOIN articles a ON a.id = h.article_id WHERE h.id IN :ids"
+        )
+    stmt = stmt.bindparams(bindparam("ids", expanding=True))
+    rows = (
+        s.connection()
+        .execute(
+            stmt,
+            {
+                "fts": expr,
+                "start": MARK_START,
+                "end": MARK_END,
+                "words": SNIPPET_WORDS,
+                "ids": list(hit_ids),
+            },
+        )
+        .all()
+    )
+    return {int(r[0]): str(r[1]) for r in rows if r[1] is not None}
+
+
+def matched_ids(q: HitQuery, dialect: str) -> SelectOfScalar[int | None]:
+    """The ids of every hit the query's filters match (for counts)."""
+    return select(col(HitRow.id)).where(*where_clauses(q, dialect))

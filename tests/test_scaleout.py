@@ -1,0 +1,115 @@
+"""Scale-out with real processes on a real PostgreSQL: 3 ``worker`` processes, one database.
+
+Every article is stored once, every hit once, every delivery sent once per subscription
+(repeats only under the same webhook-id), no feed is polled by two workers in the same
+interval; a worker killed with ``kill -9`` and connections killed with
+``pg_terminate_backend`` lose nothing. Each test gets its own database.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fleet import Fleet, scratch_database
+from tests.receiver import WebhookReceiver
+from tests.servers import FeedServer
+
+pytestmark = pytest.mark.e2e
+
+FEEDS = 150
+
+
+def test_three_workers_share_feeds_and_deliveries_once(pg_url: str, tmp_path: Path) -> None:
+    with (
+        scratch_database(pg_url) as db,
+        FeedServer() as feeds,
+        WebhookReceiver() as a,
+        WebhookReceiver() as b,
+    ):
+        fleet = Fleet(tmp_path, db, feeds, [a, b], FEEDS)
+        fleet.start(3)  # all three migrate the empty database at once
+        try:
+            fleet.wait_until_stored_and_sent(timeout_s=40)
+            for i in range(0, FEEDS, 3):  # news arrives while they run
+                fleet.add_items(i, 2)
+            fleet.wait_until_stored_and_sent(timeout_s=30)
+            time.sleep(1.5)  # a duplicate in flight would arrive now
+        finally:
+            fleet.stop()
+        fleet.check_stored_once()
+        fleet.check_sent_once()
+        fleet.check_polls_apart()
+        workers = {r[0] for r in fleet.query("SELECT DISTINCT leased_by FROM feeds")}
+        assert len(fleet.procs) == 3 and all(p.returncode == 0 for p in fleet.procs)
+        assert workers  # the feeds were leased (the last lease holder is kept on the row)
+
+
+def test_kill_9_worker_its_feeds_and_deliveries_are_taken_over(pg_url: str, tmp_path: Path) -> None:
+    with (
+        scratch_database(pg_url) as db,
+        FeedServer() as feeds,
+        WebhookReceiver(delay_s=0.2) as hook,
+    ):
+        fleet = Fleet(tmp_path, db, feeds, [hook], FEEDS // 2)
+        fleet.start(3)
+        try:
+            deadline = time.monotonic() + 40
+            while len(hook.received) < 5:  # polls and deliveries are in flight
+                assert time.monotonic() < deadline, fleet.logs_tail()
+                fleet.assert_alive()
+                time.sleep(0.05)
+            victim = fleet.procs[0].pid
+            fleet.kill_9(0)
+            held = fleet.query(
+                "SELECT id FROM feeds WHERE leased_by LIKE :w AND lease_until > now()",
+                w=f"%:{victim}:%",
+            )
+            for i in range(0, FEEDS // 2, 2):
+                fleet.add_items(i, 1)
+            fleet.wait_until_stored_and_sent(timeout_s=60)
+            time.sleep(1.5)
+            # The victim's leased feeds were polled again, by the others, after their lease.
+            if held:
+                ids = ",".join(str(r[0]) for r in held)
+                rows = fleet.query(
+                    f"SELECT count(*) FROM feeds WHERE id IN ({ids}) AND leased_by NOT LIKE :w",
+                    w=f"%:{victim}:%",
+                )
+                assert rows[0][0] == len(held)
+        finally:
+            fleet.stop()
+        fleet.check_stored_once()
+        fleet.check_sent_once()
+        fleet.check_polls_apart()
+
+
+def test_workers_carry_on_after_connections_are_killed(pg_url: str, tmp_path: Path) -> None:
+    with scratch_database(pg_url) as db, FeedServer() as feeds, WebhookReceiver() as hook:
+        fleet = Fleet(tmp_path, db, feeds, [hook], FEEDS // 2)
+        fleet.start(3)
+        try:
+            fleet.wait_until_stored_and_sent(timeout_s=40)
+            name = db.rsplit("/", 1)[1]
+            for round_ in range(3):
+                for i in range(round_, FEEDS // 2, 3):
+                    fleet.add_items(i, 1)
+                time.sleep(0.3)  # mid-poll: some transactions are open now
+                killed = fleet.query(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()",
+                    db=name,
+                )
+                assert killed[0][0] >= 1
+                time.sleep(0.5)
+            fleet.wait_until_stored_and_sent(timeout_s=40)
+            time.sleep(1.5)
+            fleet.assert_alive()
+        finally:
+            fleet.stop()
+        fleet.check_stored_once()
+        fleet.check_sent_once()
+        logs = "".join(p.read_text() for p in fleet.logs)
+        assert "terminating connection" in logs or "database error" in logs

@@ -72,10 +72,17 @@ def test_failed_attempts_retry_with_the_same_webhook_id(storage: Storage) -> Non
         hit_id = _store_with_hit(storage, hooks.url)
         clock = Clock(NOW)
         sender = WebhookSender(storage, build_webhook_client(5, "t"), 10, clock, random.Random(0))
+        waits = []
         for _ in range(4):
             sender.tick()
-            clock.now += timedelta(hours=1)
+            pending = storage.list_deliveries("pending")
+            if pending:  # not due before its backoff: a tick now sends nothing
+                assert pending[0].next_attempt_at is not None
+                waits.append((pending[0].next_attempt_at - clock.now).total_seconds())
+                assert sender.tick().delivered == 0 and len(hooks.received) == len(waits)
+                clock.now = pending[0].next_attempt_at
         assert [s for _, _, s in hooks.received] == [500, 500, 500, 200]
+        assert waits[0] < waits[1] < waits[2]  # exponential backoff between attempts
         ids = {h["webhook-id"] for h, _, _ in hooks.received}
         assert len(ids) == 1
         headers, body = hooks.delivered()[0]

@@ -181,3 +181,14 @@ def test_new_routes_need_the_token(storage: Storage) -> None:
             ok = client.get(path, headers={"Authorization": "Bearer s3cret"})
             assert ok.status_code == 200
         assert client.get("/metrics").status_code == 200
+
+
+def test_dashboard_pages_with_the_new_cursor_and_survives_bad_searches(storage: Storage) -> None:
+    fill(storage, 60)
+    with TestClient(create_app(storage)) as client:
+        first = client.get("/")
+        assert first.status_code == 200 and "cursor=" in first.text
+        bad = client.get("/", params={"q": '"unclosed'})
+        assert bad.status_code == 200 and "closing quote" in bad.text
+        stale = client.get("/", params={"cursor": "not-a-cursor"})
+        assert stale.status_code == 200 and "cursor:" in stale.text

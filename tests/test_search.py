@@ -147,6 +147,14 @@ def test_full_text_search_with_operators_and_snippets(store: Storage) -> None:
         "Texas jail honors detainers",
         "Boston declines ICE detainer",
     ]
+    assert _titles(store, q="detainer", sort="score", state="TX") == ["Texas jail honors detainers"]
+    page, cursor = store.list_hits(HitQuery(q="detainer OR deport*", limit=1))
+    assert [h.title for h in page] == ["Deportation flights resume"] and cursor
+    rest = store.list_hits(HitQuery(q="detainer OR deport*", limit=5, cursor=cursor))[0]
+    assert [h.title for h in rest] == [
+        "Texas jail honors detainers",
+        "Boston declines ICE detainer",
+    ]
     assert _titles(store, q='"sanctuary ordinance"') == ["Sanctuary city vote in Chicago"]
     assert _titles(store, q='"ordinance sanctuary"') == []
     assert _titles(store, q="detainer NOT texas") == ["Boston declines ICE detainer"]

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from service.api.feeds import feed_payload
 from service.api.webhooks import delivery_payload
+from service.errors import QueryError
 from service.storage import Storage, hit_payload
 from service.types import HitQuery
 
@@ -183,7 +184,7 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
         event: str | None = None,
         state: str | None = None,
         since: str | None = None,
-        cursor: int | None = None,
+        cursor: str | None = None,
     ) -> HTMLResponse:
         if (denied := guard()) is not None:
             return denied
@@ -194,17 +195,21 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
             "state": (state or "").strip().upper() or None,
             "since": since or None,
         }
-        hits, next_cursor = storage.list_hits(
-            HitQuery(
-                q=f["q"],
-                topic=f["topic"],
-                event=f["event"],
-                state=f["state"],
-                since=_date(f["since"]),
-                limit=PAGE,
-                cursor=cursor,
+        query_error: str | None = None
+        try:
+            hits, next_cursor = storage.list_hits(
+                HitQuery(
+                    q=f["q"],
+                    topic=f["topic"],
+                    event=f["event"],
+                    state=f["state"],
+                    since=_date(f["since"]),
+                    limit=PAGE,
+                    cursor=cursor or None,
+                )
             )
-        )
+        except QueryError as e:  # a search that does not parse, a stale cursor: say so
+            hits, next_cursor, query_error = [], None, str(e)
         rows = []
         for h in hits:
             doc = hit_payload(h)
@@ -225,6 +230,7 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
             filtered=any(f.values()),
             next_cursor=next_cursor,
             next_url=next_url,
+            query_error=query_error,
             chart=chart_svg(weekly_counts(recent, chart_end(recent))),
             places=place_table(recent),
         )

@@ -9,10 +9,11 @@ runs them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, bindparam, func, text, tuple_
+from sqlalchemy import ColumnElement, Integer, bindparam, column, func, table, text, tuple_
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -40,24 +41,31 @@ def where_clauses(q: HitQuery, dialect: str) -> list[Any]:
     """The WHERE conditions of every filter in ``q`` (no cursor, no order)."""
     out: list[Any] = []
     hit_id = col(HitRow.id)
+    # Correlated EXISTS, not IN (subquery): the planner walks hits in page order and probes
+    # the side table's (key, hit_id) index per row, stopping at a page; IN would first
+    # collect every matching id (16 ms against 0.7 ms at 100,000 hits, bench_query.py).
     if q.topic:
         out.append(
-            hit_id.in_(select(HitTopicRow.hit_id).where(HitTopicRow.topic == q.topic.lower()))
+            select(HitTopicRow.hit_id)
+            .where(HitTopicRow.hit_id == HitRow.id, HitTopicRow.topic == q.topic.lower())
+            .exists()
         )
     if q.event:
         out.append(col(HitRow.event_type) == q.event)
     if q.state:
         out.append(
-            hit_id.in_(select(HitPlaceRow.hit_id).where(HitPlaceRow.state == q.state.upper()))
+            select(HitPlaceRow.hit_id)
+            .where(HitPlaceRow.hit_id == HitRow.id, HitPlaceRow.state == q.state.upper())
+            .exists()
         )
     if q.jurisdiction:
         name, _, state = q.jurisdiction.partition(",")
         places = select(HitPlaceRow.hit_id).where(
-            func.lower(HitPlaceRow.name) == name.strip().lower()
+            HitPlaceRow.hit_id == HitRow.id, func.lower(HitPlaceRow.name) == name.strip().lower()
         )
         if state.strip():
             places = places.where(HitPlaceRow.state == state.strip().upper())
-        out.append(hit_id.in_(places))
+        out.append(places.exists())
     if q.source:
         out.append(func.lower(HitRow.source) == q.source.lower())
     if q.min_score is not None:
@@ -96,7 +104,24 @@ def page_statement(
     q: HitQuery, dialect: str, after: Cursor | None, size: int
 ) -> SelectOfScalar[HitRow]:
     """One keyset page of hit rows in the query's sort, starting after ``after``."""
-    stmt = select(HitRow).where(*where_clauses(q, dialect))
+    if dialect == "sqlite" and q.q:
+        # Join the FTS5 table and page on its rowid: FTS5 yields matches in rowid order and
+        # stops after a page, instead of collecting every match first (0.3 ms against 12 ms
+        # for a common phrase at 100,000 hits, bench_query.py).
+        fts = table("hits_fts", column("rowid", Integer))
+        stmt = (
+            select(HitRow)
+            .join(fts, fts.c.rowid == HitRow.id)
+            .where(text("hits_fts MATCH :fts").bindparams(fts=search_expression(q.q, dialect)))
+            .where(*where_clauses(replace(q, q=None), dialect))
+        )
+        if q.sort != "score":
+            stmt = stmt.order_by(fts.c.rowid.desc())
+            if after is not None:
+                stmt = stmt.where(fts.c.rowid < after.id)
+            return stmt.limit(size)
+    else:
+        stmt = select(HitRow).where(*where_clauses(q, dialect))
     if q.sort == "score":
         stmt = stmt.order_by(col(HitRow.score).desc(), col(HitRow.id).desc())
         if after is not None:

@@ -198,11 +198,19 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.metrics import ServiceMetrics
     from service.scheduler import ServiceScheduler
 
     with build(cfg) as parts:
+        # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
+        metrics = ServiceMetrics()
         scheduler = ServiceScheduler(
-            parts.poller, parts.sender, cfg["polling.tick"], cfg["delivery.tick"], utc_now()
+            parts.poller,
+            parts.sender,
+            cfg["polling.tick"],
+            cfg["delivery.tick"],
+            utc_now(),
+            metrics=metrics,
         )
         app = create_app(
             parts.storage,
@@ -210,6 +218,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             lambda: scheduler.alive,
             allow_private_addresses=bool(cfg["network.allow_private_addresses"]),
             clock=utc_now,
+            metrics=metrics,
         )
         server = uvicorn.Server(
             uvicorn.Config(

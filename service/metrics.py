@@ -19,6 +19,10 @@ from service.types import PollReport
 
 # Poll durations span a 304 in a few ms to a slow feed at the total timeout (30 s default).
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# A webhook POST: a few ms to a local receiver up to the delivery timeout (10 s default).
+DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# The ``status`` of a poll that got no HTTP answer (DNS, connect or read error, timeout).
+NO_RESPONSE = "none"
 
 
 class ServiceMetrics:
@@ -27,7 +31,10 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.polls = Counter(
-            "dw_polls", "Feed polls by outcome", ["status"], registry=self.registry
+            "dw_polls",
+            "Feed polls by HTTP status (none: no answer) and result (ok, not_modified, error)",
+            ["status", "result"],
+            registry=self.registry,
         )
         self.poll_errors = Counter(
             "dw_poll_errors", "Feed polls that ended in an error", registry=self.registry
@@ -50,21 +57,33 @@ class ServiceMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.delivery_seconds = Histogram(
+            "dw_delivery_duration_seconds",
+            "Wall time of one webhook POST, answered or not",
+            buckets=DELIVERY_BUCKETS,
+            registry=self.registry,
+        )
         self._watching = False
 
     def observe_polls(self, reports: Iterable[PollReport]) -> None:
         for r in reports:
-            self.polls.labels(status=str(r.status)).inc()
+            status = NO_RESPONSE if r.http_status is None else str(r.http_status)
+            self.polls.labels(status=status, result=str(r.status)).inc()
             if r.error:
                 self.poll_errors.inc()
             self.new_articles.inc(r.new_items)
             self.hits_created.inc(r.hits)
             self.poll_seconds.observe(r.elapsed_s)
 
-    def observe_deliveries(self, delivered: int, retried: int, failed: int) -> None:
+    def observe_deliveries(
+        self, delivered: int, retried: int, failed: int, seconds: Iterable[float] = ()
+    ) -> None:
+        """One delivery tick: attempts by result, and each POST's wall time."""
         for result, n in (("delivered", delivered), ("retried", retried), ("failed", failed)):
             if n:
                 self.delivery_attempts.labels(result=result).inc(n)
+        for s in seconds:
+            self.delivery_seconds.observe(s)
 
     def watch_database(self, counts: Callable[[], dict[str, dict[str, int]]]) -> None:
         """Report ``counts()`` (``Storage.metric_counts``) as gauges at every scrape."""

@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from service.alerts.sender import WebhookSender
 from service.errors import DetainerWatchError
+from service.metrics import ServiceMetrics
 from service.pipeline import Poller
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,12 @@ class ServiceScheduler:
         poll_tick_s: float,
         delivery_tick_s: float,
         now: datetime,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
+        """``metrics`` counts every poll and delivery attempt (the app's /metrics shows it)."""
         self.poller = poller
         self.sender = sender
+        self.metrics = metrics
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._scheduler.add_job(
             self._poll,
@@ -67,6 +71,8 @@ class ServiceScheduler:
                 return
             if not reports:
                 return
+            if self.metrics is not None:
+                self.metrics.observe_polls(reports)
             log.info(
                 "poll pass: %d feeds, %d new items, %d hits, %d errors",
                 len(reports),
@@ -84,6 +90,10 @@ class ServiceScheduler:
         except DetainerWatchError as e:
             log.error("delivery pass failed: %s; trying again at the next tick", e)
             return
+        if self.metrics is not None:
+            self.metrics.observe_deliveries(
+                report.delivered, report.retried, report.failed, report.post_seconds
+            )
         if report.delivered or report.retried or report.failed:
             log.info(
                 "deliveries: %d delivered, %d to retry, %d failed",

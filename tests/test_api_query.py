@@ -169,7 +169,7 @@ def test_stats_jurisdictions_and_metrics(storage: Storage) -> None:
         boston = next(p for p in places if p["name"] == "Boston")
         assert boston["latest_event"] == "detainer_declined" and boston["latest_hit"]["id"]
         text = client.get("/metrics").text
-        assert "dw_hits 6.0" in text and 'dw_polls_total{status="ok"} 1.0' in text
+        assert "dw_hits 6.0" in text and 'dw_polls_total{result="ok",status="200"} 1.0' in text
         assert "dw_poll_duration_seconds_count 1.0" in text and "dw_articles 6.0" in text
 
 

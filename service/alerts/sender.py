@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +49,7 @@ class DeliveryTickReport:
     retried: int = 0
     failed: int = 0
     digests_queued: int = 0
+    post_seconds: tuple[float, ...] = ()  # wall time of each POST made, answered or not
 
 
 def _host(url: str) -> str:
@@ -124,6 +126,7 @@ class WebhookSender:
         setting). One receiver's failure never stops the others."""
         digests = self.queue_digests()
         delivered = retried = failed = 0
+        seconds: list[float] = []
         budget = limit or self.batch
         while budget > 0:
             claims = self.storage.claim_deliveries(self.clock(), budget, self.attempt_timeout)
@@ -134,10 +137,12 @@ class WebhookSender:
             delivered += report.delivered
             retried += report.retried
             failed += report.failed
-        return DeliveryTickReport(delivered, retried, failed, digests)
+            seconds += report.post_seconds
+        return DeliveryTickReport(delivered, retried, failed, digests, tuple(seconds))
 
     def _send(self, claims: list[Claim]) -> DeliveryTickReport:
         delivered = retried = failed = 0
+        seconds: list[float] = []
         stalled: set[int] = set()  # subscriptions whose earlier delivery just failed
         for delivery, sub, hits in claims:
             if sub.id in stalled:
@@ -156,9 +161,11 @@ class WebhookSender:
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(sub.secrets, delivery.webhook_id, timestamp, body),
             }
+            started = time.monotonic()
             try:
                 status = self.post(sub.url, body, headers)
             except DeliveryError as e:
+                seconds.append(time.monotonic() - started)
                 stalled.add(sub.id)
                 attempts = delivery.attempts + 1
                 if e.status == 410:
@@ -196,6 +203,7 @@ class WebhookSender:
                         when.isoformat(timespec="seconds"),
                     )
                 continue
+            seconds.append(time.monotonic() - started)
             self.storage.mark_delivered(delivery.id, self.clock(), status)
             delivered += 1
             log.info(
@@ -205,7 +213,7 @@ class WebhookSender:
                 _host(sub.url),
                 status,
             )
-        return DeliveryTickReport(delivered, retried, failed)
+        return DeliveryTickReport(delivered, retried, failed, post_seconds=tuple(seconds))
 
 
 def delivery_period(delivery: DeliveryRecord) -> str:

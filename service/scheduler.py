@@ -8,6 +8,7 @@ coalesce, so a slow pass never piles up behind itself.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -38,6 +39,7 @@ class ServiceScheduler:
         self.poller = poller
         self.sender = sender
         self.metrics = metrics
+        self._wake_lock = threading.Lock()  # see _send_deliveries_now
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._scheduler.add_job(
             self._poll,
@@ -82,6 +84,15 @@ class ServiceScheduler:
             )
             # New hits wrote pending deliveries: send them now rather than at the next tick.
             if any(r.hits for r in reports):
+                self._send_deliveries_now()
+
+    def _send_deliveries_now(self) -> None:
+        # APScheduler's shutdown(wait=True) holds the job store lock while it waits for
+        # running jobs, and modify_job takes that lock: a poll job calling it during shutdown
+        # hung the worker for good. Under _wake_lock, stopping is either not set yet (and
+        # shutdown waits for this call) or set (and we do not call).
+        with self._wake_lock:
+            if not self.poller.stopping.is_set():
                 self._scheduler.modify_job("deliver", next_run_time=datetime.now().astimezone())
 
     def _deliver(self) -> None:
@@ -110,6 +121,22 @@ class ServiceScheduler:
         return bool(self._scheduler.running)
 
     def shutdown(self) -> None:
-        self.poller.stopping.set()
+        """Stop after the current poll and delivery (both cut short: claims not started are
+        given back), then release every lease this process still holds, so other workers
+        take its feeds and deliveries at once rather than when the leases run out."""
+        with self._wake_lock:
+            self.poller.stopping.set()
+            self.sender.stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+        self._release_leases()
+
+    def _release_leases(self) -> None:
+        try:
+            feeds = self.poller.storage.release_feeds(self.poller.worker_id)
+            deliveries = self.sender.release_held()
+        except DetainerWatchError as e:  # the database is gone: the leases will run out
+            log.warning("could not release this worker's leases (they will expire): %s", e)
+            return
+        if feeds or deliveries:
+            log.info("released the leases of %d feeds and %d deliveries", feeds, deliveries)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,12 @@ class WebhookSender:
         attempt_timeout_s: float = 10.0,
     ) -> None:
         self.storage = storage
+        # Set when the process is stopping: claims not yet sent are given back, not sent.
+        self.stopping = threading.Event()
+        # Deliveries claimed by the batch being sent; left here only when sending it failed
+        # part-way (the database went away), for ``release_held`` to give back.
+        self._held: set[int] = set()
+        self._given_back = 0  # deliveries released unsent because we were stopping
         self.client = client
         self.max_attempts = max_attempts
         self.clock = clock
@@ -128,23 +135,37 @@ class WebhookSender:
         delivered = retried = failed = 0
         seconds: list[float] = []
         budget = limit or self.batch
-        while budget > 0:
+        while budget > 0 and not self.stopping.is_set():
             claims = self.storage.claim_deliveries(self.clock(), budget, self.attempt_timeout)
             if not claims:
                 break
             budget -= len(claims)
-            report = self._send(claims)
+            batch = {delivery.id for delivery, _, _ in claims}
+            self._held |= batch
+            report = self._send(claims)  # marks or releases every claim it returns from
+            self._held -= batch
             delivered += report.delivered
             retried += report.retried
             failed += report.failed
             seconds += report.post_seconds
         return DeliveryTickReport(delivered, retried, failed, digests, tuple(seconds))
 
+    def release_held(self) -> int:
+        """Give back the leases of deliveries claimed and neither sent nor released (a batch
+        cut off by an error), so another sender takes them now rather than after the lease.
+        Called when stopping, after the last tick. Returns how many deliveries went back
+        unsent since stopping began, these included."""
+        held, self._held = sorted(self._held), set()
+        return self._given_back + self.storage.release(held)
+
     def _send(self, claims: list[Claim]) -> DeliveryTickReport:
         delivered = retried = failed = 0
         seconds: list[float] = []
         stalled: set[int] = set()  # subscriptions whose earlier delivery just failed
         for delivery, sub, hits in claims:
+            if self.stopping.is_set():  # the rest of the batch goes back, unsent
+                self._given_back += self.storage.release([delivery.id])
+                continue
             if sub.id in stalled:
                 self.storage.release([delivery.id])
                 continue

@@ -247,18 +247,22 @@ class DeliveryStore(HitStore):
         )
         return getattr(result, "rowcount", 0) == 1
 
-    def release(self, delivery_ids: Sequence[int]) -> None:
-        """Give back leases not used (a sender stopping early)."""
+    def release(self, delivery_ids: Sequence[int]) -> int:
+        """Give back leases not used (a sender stopping early, or holding back a receiver's
+        later deliveries): the pending ones among them are claimable at once, by anyone;
+        attempts and retry times are untouched. Returns how many were given back."""
         if not delivery_ids:
-            return
+            return 0
         with self._session() as s:
-            s.execute(
+            result = s.execute(
                 update(DeliveryRow)
                 .where(col(DeliveryRow.id).in_(list(delivery_ids)))
                 .where(col(DeliveryRow.status) == "pending")
+                .where(col(DeliveryRow.lease_until).is_not(None))
                 .values(lease_until=None)
                 .execution_options(synchronize_session=False)
             )
+            return int(getattr(result, "rowcount", 0))
 
     def mark_delivered(self, delivery_id: int, now: datetime, http_status: int) -> None:
         with self._session() as s:

@@ -23,6 +23,14 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # Key of the PostgreSQL session advisory lock held while migrating, so that several workers
 # starting at once upgrade the schema one after the other ("dw-migra" in ASCII).
 MIGRATION_LOCK_KEY = 0x64772D6D69677261
+# psycopg prepares a statement on the server after its 5th run, and PostgreSQL may then plan
+# it once, generically, from the statistics of that moment: a new database's near-empty
+# tables. The near-duplicate look-up (500 band keys IN (...) within a time window) then kept
+# a plan that filtered the whole story_keys primary key instead of using the band-key index
+# (200 ms a query at 90k keys and growing: one worker's first poll went 5x slower;
+# bench/bench_workers.py). Custom plans see the actual values; statements stay prepared, so
+# parsing is still saved.
+PG_PLAN_CACHE_MODE = "force_custom_plan"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -49,7 +57,11 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c plan_cache_mode={PG_PLAN_CACHE_MODE}"},
+    )
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:

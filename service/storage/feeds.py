@@ -162,6 +162,20 @@ class FeedStore(StoreBase):
                     claimed.append(_feed_record(row))
             return claimed
 
+    def release_feeds(self, worker: str) -> int:
+        """Give back the leases ``worker`` holds on feeds whose poll it has not recorded (a
+        worker stopping cleanly): the feeds are claimable at once, by anyone, instead of when
+        the lease runs out. Their schedule is untouched (they stay due). Returns how many."""
+        with self._session() as s:
+            result = s.execute(
+                update(FeedRow)
+                .where(col(FeedRow.leased_by) == worker)
+                .where(col(FeedRow.lease_until).is_not(None))
+                .values(lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            return int(getattr(result, "rowcount", 0))
+
     def enabled_feeds(self) -> list[FeedRecord]:
         return [f for f in self.list_feeds() if f.enabled]
 

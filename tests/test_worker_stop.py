@@ -1,0 +1,89 @@
+"""A worker stopped cleanly (SIGTERM) gives back the feeds and deliveries it claimed but did
+not finish, so the next worker takes them at once instead of after their leases.
+
+Real ``detainer-watch worker`` processes on SQLite and on PostgreSQL (DW_TEST_POSTGRES_URL):
+slow feeds and a slow receiver keep polls and deliveries in flight when the signal comes.
+The leases here are long (a feed's: 3 x 30 s total timeout; a delivery's: 10 s plus the
+receiver timeout per place in its batch), so "at once" and "after the lease" are far apart.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.fleet import Fleet, scratch_database
+from tests.receiver import WebhookReceiver
+from tests.seedfeed import rss
+from tests.servers import FeedServer
+
+pytestmark = pytest.mark.e2e
+
+FEEDS = 12
+FETCH_S = 1.5  # each feed request takes this long: a poll batch is always in flight
+SEND_S = 0.4  # each webhook POST takes this long: a delivery batch is in flight too
+TOTAL_TIMEOUT_S = 30.0  # feed leases: (2 + 1) x this = 90 s
+
+
+@contextmanager
+def database(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dw.db'}"
+        return
+    with scratch_database(request.getfixturevalue("pg_url")) as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sigterm_releases_unfinished_feeds_and_deliveries(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with (
+        database(kind, tmp_path, request) as db,
+        FeedServer() as feeds,
+        WebhookReceiver(delay_s=SEND_S) as hook,
+    ):
+        fleet = Fleet(tmp_path, db, feeds, [hook], FEEDS, total_timeout_s=TOTAL_TIMEOUT_S)
+        for i in range(FEEDS):
+            fleet.add_items(i, 1)  # two stories per feed: 24 hits, 24 deliveries
+            feeds.route(f"/f{i}.xml", body=rss(fleet.items[i]), delay_s=FETCH_S)
+        fleet.start(1)
+        try:
+            deadline = time.monotonic() + 60
+            while len(hook.received) < 3:  # hits stored, deliveries being sent, polls going on
+                assert time.monotonic() < deadline, fleet.logs_tail()
+                fleet.assert_alive()
+                time.sleep(0.05)
+            first = fleet.procs[0]
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=30) == 0, fleet.logs_tail()
+            stopped_at = time.monotonic()
+
+            # Nothing the stopped worker claimed is still leased ...
+            assert fleet.query("SELECT count(*) FROM feeds WHERE lease_until IS NOT NULL") == [
+                (0,)
+            ], fleet.logs_tail()
+            leased = fleet.query(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending' "
+                "AND lease_until IS NOT NULL"
+            )
+            assert leased == [(0,)], fleet.logs_tail()
+            # ... though it stopped with work left: polls cut off, deliveries not yet sent.
+            log = fleet.logs[0].read_text()
+            assert "released the leases of" in log, log[-3000:]
+            (pending,) = fleet.query("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            assert int(str(pending[0])) > 0, "the worker sent everything before it stopped"
+
+            # The next worker takes all of it over at once, well inside any lease.
+            fleet.start(1)
+            fleet.wait_until_stored_and_sent(timeout_s=25)
+            assert time.monotonic() - stopped_at < 3 * TOTAL_TIMEOUT_S
+        finally:
+            fleet.stop()
+        fleet.check_stored_once()
+        fleet.check_sent_once()

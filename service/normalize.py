@@ -95,16 +95,21 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-# What html.parser gives back as text but a reader would see as markup: unterminated
-# constructs such as "<!-->" (an empty comment to browsers, text to html.parser).
-_LEFTOVER_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+# What html.parser gives back as text but is markup debris: unterminated constructs such
+# as "<!-->" (an empty comment to browsers, text to html.parser), and an empty "<>"
+# (feedparser's sanitizer dropped it; see SANITIZE_HTML in parse).
+_LEFTOVER_TAG = re.compile(r"<(?:[A-Za-z/!?][^<>]*)?>")
+
+
+def _debris(m: re.Match[str]) -> str:
+    return "" if m.group() == "<>" else " "
 
 
 def _html_pass(fragment: str) -> str:
     parser = _TextExtractor()
     parser.feed(fragment)
     parser.close()
-    return _collapse(_LEFTOVER_TAG.sub(" ", "".join(parser.parts)))
+    return _collapse(_LEFTOVER_TAG.sub(_debris, "".join(parser.parts)))
 
 
 _MARKUP_START = re.compile(r"<|&(?=[#A-Za-z])")

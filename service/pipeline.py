@@ -32,6 +32,7 @@ from service.decide import (
     next_check_after_error,
     next_check_after_success,
 )
+from service.errors import StorageError
 from service.fetch import Fetcher
 from service.match import Matcher
 from service.parse_worker import ParsePool
@@ -130,6 +131,33 @@ def _submitted_ahead(
     yield from pending
 
 
+# Feeds stored per transaction at most: as many fetched documents as are ready when the
+# storing thread comes back for more (one when it keeps up, more when fetching is ahead).
+STORE_BATCH = 16
+
+
+def _ready_batches(
+    futures: Iterator[Future[_Fetched]], size: int, stopping: threading.Event
+) -> Iterator[list[_Fetched]]:
+    """The futures' results in order, in lists of up to ``size``: the next one (waiting for
+    it) and those after it that are already done. Once ``stopping`` is set, the futures
+    not yet taken are cancelled."""
+    batch: list[_Fetched] = []
+    upcoming = next(futures, None)
+    while upcoming is not None:
+        if stopping.is_set():
+            upcoming.cancel()
+        elif batch and (len(batch) >= size or not upcoming.done()):
+            yield batch
+            batch = []
+            continue
+        else:
+            batch.append(upcoming.result())
+        upcoming = next(futures, None)
+    if batch:
+        yield batch
+
+
 def _warning(f: _Fetched) -> str | None:
     """The problem to show on a feed that answered: a malformed but recoverable document.
 
@@ -180,17 +208,14 @@ class Poller:
             reports: list[PollReport] = []
             workers = max(1, min(self.settings.concurrency, len(todo)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-                for future in _submitted_ahead(
+                futures = _submitted_ahead(
                     pool,
                     lambda f: _fetch_and_parse(self.fetcher, self.parse_pool, f),
                     todo,
                     AHEAD_PER_WORKER * workers,
-                ):
-                    if self.stopping.is_set():
-                        future.cancel()
-                        continue
-                    fetched = future.result()
-                    reports.append(self._store(fetched))
+                )
+                for batch in _ready_batches(futures, STORE_BATCH, self.stopping):
+                    reports.extend(self._store(batch))
             return reports
 
     def _claim(self) -> list[FeedRecord]:
@@ -211,9 +236,29 @@ class Poller:
             cache_lifetime_s(f.result.headers, now),
         )
 
-    def _store(self, f: _Fetched) -> PollReport:
+    def _store(self, batch: Sequence[_Fetched]) -> list[PollReport]:
+        """Store a batch of fetched feeds in one transaction; a report per feed."""
         started = time.monotonic()
         now = self.clock()
+        prepared = [self._prepare(f, now) for f in batch]
+        try:
+            hit_lists = self.storage.record_polls(prepared, now, self.settings.stories)
+        except StorageError:
+            if len(batch) == 1:
+                raise
+            # One feed's rows kept conflicting: store each alone, so only its own fails.
+            hit_lists = [
+                self.storage.record_poll(update, items, now, self.settings.stories)
+                for update, items in prepared
+            ]
+        spent = (time.monotonic() - started) / len(batch)
+        return [
+            self._report(f, update, hit_ids, spent)
+            for f, (update, _), hit_ids in zip(batch, prepared, hit_lists, strict=True)
+        ]
+
+    def _prepare(self, f: _Fetched, now: datetime) -> tuple[FeedUpdate, list[NewArticle]]:
+        """What to store of one fetched feed: its state and its new, matched articles."""
         feed = f.feed
         items: list[NewArticle] = []
         if f.error is None:
@@ -221,19 +266,15 @@ class Poller:
             fresh = [a for a in f.articles if a.guid not in known]
             # Deduplicate within the document too (some feeds repeat an entry).
             fresh = list({a.guid: a for a in reversed(fresh)}.values())[::-1]
-            # Which story each article joins (decided in stories): a sighting of a story
-            # that already has its hit is stored without matching.
+            # Copies within this document are matched once (``assign_stories`` without
+            # stored candidates: pure, ~20 us an article). Which stored story an article
+            # joins, and so whether its story already has a hit, is looked up once, in
+            # record_poll under the story lock; looking it up here too to spare the matcher
+            # (~40 us an article) cost more than it saved (bench/bench_poll.py).
             # Fingerprints come with the articles from the parse workers.
             print_of = {id(a): fp for a, fp in zip(f.articles, f.fingerprints, strict=False)}
             prints = [print_of.get(id(a)) or article_fingerprint(a) for a in fresh]
-            policy = self.settings.stories
-            choices = assign_stories(
-                fresh,
-                prints,
-                self.storage.story_candidates(fresh, prints, policy, now),
-                policy,
-                now,
-            )
+            choices = assign_stories(fresh, prints, [], self.settings.stories, now)
             flagged: list[bool] = []
             for a, fp, choice in zip(fresh, prints, choices, strict=True):
                 match = (
@@ -286,15 +327,21 @@ class Poller:
                     self.settings.disable_after_errors,
                 ),
             )
-        hit_ids = self.storage.record_poll(update, items, now, self.settings.stories)
+        return update, items
+
+    def _report(
+        self, f: _Fetched, update: FeedUpdate, hit_ids: Sequence[int], store_s: float
+    ) -> PollReport:
+        """The feed's poll report, logged."""
+        feed = f.feed
         report = PollReport(
             feed_url=feed.url,
             status=update.status,
             http_status=update.http_status,
-            new_items=len(items),
+            new_items=update.new_items or 0,
             hits=len(hit_ids),
             error=update.error,
-            elapsed_s=f.result.elapsed_s + (time.monotonic() - started),
+            elapsed_s=f.result.elapsed_s + store_s,
         )
         if update.error_count:
             log.warning(

@@ -148,14 +148,23 @@ def signature(hashes: Iterable[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def band_keys(sig: Sequence[int]) -> tuple[str, ...]:
-    """One index key per band: ``"NN:"`` and the band's rows in hex (26-bit values)."""
+# A band key packs the band's number and its rows' 26-bit values into one integer below
+# 2^63 (a BIGINT on both databases): band << 52 | row0 << 26 | row1.
+_ROW_BITS = 26
+_ROW_MASK = (1 << _ROW_BITS) - 1
+
+
+def band_keys(sig: Sequence[int]) -> tuple[int, ...]:
+    """One index key per band: the band's number and its rows' values in one integer."""
     if not sig:
         return ()
-    return tuple(
-        f"{band:02d}:" + "".join(f"{v:07x}" for v in sig[band * BAND_ROWS : (band + 1) * BAND_ROWS])
-        for band in range(BANDS)
-    )
+    keys = []
+    for band in range(BANDS):
+        key = band
+        for v in sig[band * BAND_ROWS : (band + 1) * BAND_ROWS]:
+            key = (key << _ROW_BITS) | (v & _ROW_MASK)
+        keys.append(key)
+    return tuple(keys)
 
 
 def fingerprint(title: str, summary: str, text: str) -> Fingerprint:
@@ -214,18 +223,19 @@ def assign_stories(
     the window (resemblance >= threshold). Otherwise it starts a new story, which later
     articles of the batch may join (two copies in one feed document).
     """
-    known = [
-        _Known(
-            c.story_id,
-            None,
-            c.url,
-            c.content_hash,
-            c.seen_at,
-            fingerprint(c.title, c.summary, c.text),
-            c.has_hit,
+    known = _KnownIndex()
+    for c in candidates:
+        known.add(
+            _Known(
+                c.story_id,
+                None,
+                c.url,
+                c.content_hash,
+                c.seen_at,
+                fingerprint(c.title, c.summary, c.text),
+                c.has_hit,
+            )
         )
-        for c in candidates
-    ]
     window = timedelta(seconds=policy.window_s)
     choices: list[StoryChoice] = []
     for index, (a, fp) in enumerate(zip(articles, fingerprints, strict=True)):
@@ -236,33 +246,53 @@ def assign_stories(
         same_as: int | None = choice.same_as
         if story_id is None and same_as is None:
             same_as = index
-        known.append(_Known(story_id, same_as, a.url, a.content_hash, at, fp, choice.story_has_hit))
+        known.add(_Known(story_id, same_as, a.url, a.content_hash, at, fp, choice.story_has_hit))
     return choices
+
+
+class _KnownIndex:
+    """Sightings in the order they became known, indexed by URL, content hash and band
+    key: each article is compared with the few sharing one, not with the whole batch."""
+
+    def __init__(self) -> None:
+        self.items: list[_Known] = []
+        self.by_url: dict[str, _Known] = {}
+        self.by_hash: dict[str, _Known] = {}
+        self.by_band: dict[int, list[int]] = {}
+
+    def add(self, k: _Known) -> None:
+        position = len(self.items)
+        self.items.append(k)
+        if k.url:
+            self.by_url.setdefault(k.url, k)  # the first sighting wins, as in a scan
+        self.by_hash.setdefault(k.content_hash, k)
+        for key in k.fp.band_keys:
+            self.by_band.setdefault(key, []).append(position)
+
+    def sharing_a_band(self, fp: Fingerprint) -> list[_Known]:
+        positions = {p for key in fp.band_keys for p in self.by_band.get(key, ())}
+        return [self.items[p] for p in sorted(positions)]
 
 
 def _choose(
     a: Article,
     fp: Fingerprint,
     at: datetime,
-    known: Sequence[_Known],
+    known: _KnownIndex,
     threshold: float,
     window: timedelta,
 ) -> StoryChoice:
     def joined(k: _Known, reason: str, score: float) -> StoryChoice:
         return StoryChoice(k.story_id, k.same_as, reason, score, k.has_hit)
 
-    if a.url:
-        for k in known:
-            if k.url == a.url:
-                return joined(k, "url", 1.0)
-    for k in known:
-        if k.content_hash == a.content_hash:
-            return joined(k, "hash", 1.0)
+    if a.url and (same_url := known.by_url.get(a.url)) is not None:
+        return joined(same_url, "url", 1.0)
+    if (same_hash := known.by_hash.get(a.content_hash)) is not None:
+        return joined(same_hash, "hash", 1.0)
     best: _Known | None = None
     best_score = 0.0
-    keys = set(fp.band_keys)
-    for k in known:
-        if abs(k.at - at) > window or not keys.intersection(k.fp.band_keys):
+    for k in known.sharing_a_band(fp):
+        if abs(k.at - at) > window:
             continue
         score = resemblance(fp.shingles, k.fp.shingles)
         if score >= threshold and score > best_score:

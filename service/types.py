@@ -103,7 +103,7 @@ class Fingerprint:
     shingles of an article's lead and its LSH band keys (empty: too short to compare)."""
 
     shingles: frozenset[int]
-    band_keys: tuple[str, ...]
+    band_keys: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)

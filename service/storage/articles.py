@@ -102,134 +102,153 @@ class ArticleStore(FeedStore):
 
         Returns the ids of hits created. An article whose guid the feed already has is
         skipped. Each other one joins the story ``stories.assign_stories`` picks among the
-        candidates looked up here, under the story lock (the pipeline's earlier look-up
-        only spared the matcher): a story gets a hit from its first flagged sighting only,
-        later sightings are added to it without a new hit or delivery.
+        candidates looked up here, under the story lock: a story gets a hit from its first
+        flagged sighting only, later sightings are added to it without a new hit or
+        delivery.
 
         Workers racing on the same rows (an article, a story's hit, a delivery) meet the
         unique constraints: the loser's transaction is rolled back and run again, and then
         finds the winner's rows and skips them.
         """
+        return self.record_polls([(update_, articles)], now, policy)[0]
+
+    def record_polls(
+        self,
+        polls: Sequence[tuple[FeedUpdate, Sequence[NewArticle]]],
+        now: datetime,
+        policy: StoryPolicy | None = None,
+    ) -> list[list[int]]:
+        """``record_poll`` for several feeds in one transaction (in order: a later feed's
+        articles see an earlier one's as stored sightings); the hit ids of each poll.
+
+        One commit per batch instead of per feed: a first poll writes 32 band keys per
+        article at random places of one index, and a commit writes every page it touched,
+        so batching feeds saves most of the writing (bench/bench_poll.py)."""
         for attempt in range(1, RECORD_POLL_ATTEMPTS + 1):
             try:
-                return self._record_poll_once(update_, articles, now, policy)
+                with self._session() as s:
+                    subs = [
+                        _subscription(r)
+                        for r in s.exec(
+                            select(SubscriptionRow).where(SubscriptionRow.enabled == True)  # noqa: E712
+                        ).all()
+                    ]
+                    return [
+                        self._record_poll_once(s, update_, articles, now, policy, subs)
+                        for update_, articles in polls
+                    ]
             except IntegrityError as e:
+                feeds = ", ".join(str(update_.feed_id) for update_, _ in polls)
                 if attempt == RECORD_POLL_ATTEMPTS:
                     raise StorageError(
-                        f"feed {update_.feed_id}: poll not stored after {attempt} attempts, "
+                        f"feed {feeds}: poll not stored after {attempt} attempts, "
                         f"a concurrent writer kept winning: {e.orig}"
                     ) from e
                 log.info(
                     "feed %s: a concurrent worker stored some of the same rows; storing again",
-                    update_.feed_id,
+                    feeds,
                 )
         raise AssertionError("unreachable")
 
     def _record_poll_once(
         self,
+        s: Session,
         update_: FeedUpdate,
         articles: Sequence[NewArticle],
         now: datetime,
         policy: StoryPolicy | None,
+        subs: Sequence[Subscription],
     ) -> list[int]:
         hit_ids: list[int] = []
-        with self._session() as s:
-            feed = s.get(FeedRow, update_.feed_id)
-            if feed is None:
-                raise StorageError(f"feed {update_.feed_id} vanished during its poll")
-            subs = [
-                _subscription(r)
-                for r in s.exec(
-                    select(SubscriptionRow).where(SubscriptionRow.enabled == True)  # noqa: E712
-                ).all()
-            ]
-            assert feed.id is not None
-            known = known_guids(s, feed.id, {item.article.guid for item in articles})
-            fresh = [item for item in articles if item.article.guid not in known]
-            if fresh:
-                lock_stories(s)
-            fresh_articles = [item.article for item in fresh]
-            prints = [item.fingerprint or article_fingerprint(item.article) for item in fresh]
-            policy = policy or StoryPolicy()
-            choices = assign_stories(
-                fresh_articles,
-                prints,
-                story_candidates(s, fresh_articles, prints, policy, now),
-                policy,
-                now,
+        feed = s.get(FeedRow, update_.feed_id)
+        if feed is None:
+            raise StorageError(f"feed {update_.feed_id} vanished during its poll")
+        assert feed.id is not None
+        known = known_guids(s, feed.id, {item.article.guid for item in articles})
+        fresh = [item for item in articles if item.article.guid not in known]
+        if fresh:
+            lock_stories(s)
+        fresh_articles = [item.article for item in fresh]
+        prints = [item.fingerprint or article_fingerprint(item.article) for item in fresh]
+        policy = policy or StoryPolicy()
+        choices = assign_stories(
+            fresh_articles,
+            prints,
+            story_candidates(s, fresh_articles, prints, policy, now),
+            policy,
+            now,
+        )
+        # Rows go in as a few multi-row INSERTs (RETURNING the new ids in order), not one
+        # ORM flush per row: this is most of a first poll's storage cost
+        # (bench/bench_poll.py).
+        new_story_ids = iter(
+            insert_returning_ids(
+                s,
+                StoryRow,
+                [
+                    {"canonical_url": a.url or None, "content_hash": a.content_hash}
+                    | {"first_seen_at": now}
+                    for a, choice in zip(fresh_articles, choices, strict=True)
+                    if choice.story_id is None and choice.same_as is None
+                ],
+                # New stories' articles have distinct hashes: equal ones join one story.
+                key="content_hash",
             )
-            # Rows go in as a few multi-row INSERTs (RETURNING the new ids in order), not one
-            # ORM flush per row: this is most of a first poll's storage cost
-            # (bench/bench_poll.py).
-            new_story_ids = iter(
-                insert_returning_ids(
-                    s,
-                    StoryRow,
-                    [
-                        {"canonical_url": a.url or None, "content_hash": a.content_hash}
-                        | {"first_seen_at": now}
-                        for a, choice in zip(fresh_articles, choices, strict=True)
-                        if choice.story_id is None and choice.same_as is None
-                    ],
+        )
+        story_of: list[int] = []  # story id of each fresh article, by index
+        for choice in choices:
+            if choice.story_id is not None:
+                story_of.append(choice.story_id)
+            elif choice.same_as is not None:
+                story_of.append(story_of[choice.same_as])
+            else:
+                story_of.append(next(new_story_ids))
+        article_ids = insert_returning_ids(
+            s,
+            ArticleRow,
+            [
+                {
+                    "feed_id": feed.id,
+                    "story_id": story_id,
+                    "guid": a.guid,
+                    "url": a.url,
+                    "title": a.title,
+                    "summary": a.summary,
+                    "text": a.text,
+                    "source": a.source,
+                    "author": a.author,
+                    "content_hash": a.content_hash,
+                    "published_at": a.published_at,
+                    "first_seen_at": now,
+                }
+                for a, story_id in zip(fresh_articles, story_of, strict=True)
+            ],
+            key="guid",  # distinct: one feed's (feed_id, guid) is unique
+        )
+        add_story_keys(
+            s,
+            [
+                (article_id, story_id, fp, seen_at(a, now))
+                for article_id, story_id, fp, a in zip(
+                    article_ids, story_of, prints, fresh_articles, strict=True
                 )
-            )
-            story_of: list[int] = []  # story id of each fresh article, by index
-            for choice in choices:
-                if choice.story_id is not None:
-                    story_of.append(choice.story_id)
-                elif choice.same_as is not None:
-                    story_of.append(story_of[choice.same_as])
-                else:
-                    story_of.append(next(new_story_ids))
-            article_ids = insert_returning_ids(
-                s,
-                ArticleRow,
-                [
-                    {
-                        "feed_id": feed.id,
-                        "story_id": story_id,
-                        "guid": a.guid,
-                        "url": a.url,
-                        "title": a.title,
-                        "summary": a.summary,
-                        "text": a.text,
-                        "source": a.source,
-                        "author": a.author,
-                        "content_hash": a.content_hash,
-                        "published_at": a.published_at,
-                        "first_seen_at": now,
-                    }
-                    for a, story_id in zip(fresh_articles, story_of, strict=True)
-                ],
-            )
-            add_story_keys(
-                s,
-                [
-                    (article_id, story_id, fp, seen_at(a, now))
-                    for article_id, story_id, fp, a in zip(
-                        article_ids, story_of, prints, fresh_articles, strict=True
+            ],
+        )
+        stories_with_hit: set[int] = set()
+        for item, choice, story_id, article_id in zip(
+            fresh, choices, story_of, article_ids, strict=True
+        ):
+            if choice.story_has_hit:
+                stories_with_hit.add(story_id)
+            elif story_id not in stories_with_hit and item.match is not None and item.match.flagged:
+                stories_with_hit.add(story_id)
+                hit_ids.append(
+                    self._add_hit(
+                        s, story_id, article_id, item.article, item.match, subs, now, feed.url
                     )
-                ],
-            )
-            stories_with_hit: set[int] = set()
-            for item, choice, story_id, article_id in zip(
-                fresh, choices, story_of, article_ids, strict=True
-            ):
-                if choice.story_has_hit:
-                    stories_with_hit.add(story_id)
-                elif (
-                    story_id not in stories_with_hit
-                    and item.match is not None
-                    and item.match.flagged
-                ):
-                    stories_with_hit.add(story_id)
-                    hit_ids.append(
-                        self._add_hit(
-                            s, story_id, article_id, item.article, item.match, subs, now, feed.url
-                        )
-                    )
-            self._apply_feed_update(feed, update_)
-            s.add(feed)
+                )
+        self._apply_feed_update(feed, update_)
+        s.add(feed)
         return hit_ids
 
     @staticmethod

@@ -9,14 +9,14 @@ the same moment cannot both start it (SQLite has one writer at a time anyway).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from service.storage.base import _utc
-from service.storage.tables import ArticleRow, HitRow, StoryKeyRow
+from service.storage.tables import ArticleRow, HitRow
 from service.stories import StoryPolicy, candidate_window, seen_at
 from service.types import Article, Fingerprint, StoryCandidate
 
@@ -48,6 +48,24 @@ def lock_stories(s: Session) -> None:
         s.connection().execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK_KEY})
 
 
+def _in_rows(s: Session, sql: str, values: Iterable[Any], *after: Any) -> list[Any]:
+    """Run ``sql`` with ``{in}`` replaced by a placeholder list, once per IN_CHUNK values,
+    straight on the driver; ``after`` are the parameters that follow the list.
+
+    The poll's look-ups take hundreds of values (32 band keys per article); SQLAlchemy's
+    per-value coercion and expansion of ``in_()`` lists cost more than the queries
+    themselves (bench/bench_poll.py), and these few statements need nothing else of it.
+    """
+    conn = s.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    rows: list[Any] = []
+    for chunk in _chunks(values):
+        marks = ", ".join([mark] * len(chunk))
+        statement = sql.replace("{in}", marks).replace("{?}", mark)
+        rows.extend(conn.exec_driver_sql(statement, (*chunk, *after)).all())
+    return rows
+
+
 def story_candidates(
     s: Session,
     articles: Sequence[Article],
@@ -60,30 +78,34 @@ def story_candidates(
     if not articles:
         return []
     ids: set[int] = set()
-    for chunk in _chunks({a.url for a in articles if a.url}):
-        ids.update(_ids(s.exec(select(col(ArticleRow.id)).where(col(ArticleRow.url).in_(chunk)))))
-    for chunk in _chunks({a.content_hash for a in articles}):
-        ids.update(
-            _ids(s.exec(select(col(ArticleRow.id)).where(col(ArticleRow.content_hash).in_(chunk))))
-        )
+    urls = {a.url for a in articles if a.url}
+    ids.update(r[0] for r in _in_rows(s, "SELECT id FROM articles WHERE url IN ({in})", urls))
+    hashes = {a.content_hash for a in articles}
+    ids.update(
+        r[0] for r in _in_rows(s, "SELECT id FROM articles WHERE content_hash IN ({in})", hashes)
+    )
     keys = {k for fp in fingerprints for k in fp.band_keys}
     if keys:
         since, until = candidate_window((seen_at(a, now) for a in articles), policy)
         found: set[int] = set()
         for chunk in _chunks(keys):
             found.update(
-                s.exec(
-                    select(StoryKeyRow.article_id)
-                    .where(col(StoryKeyRow.band_key).in_(chunk))
-                    .where(col(StoryKeyRow.seen_at) >= since)
-                    .where(col(StoryKeyRow.seen_at) <= until)
-                    .distinct()
-                    .limit(MAX_BAND_CANDIDATES - len(found))
-                ).all()
+                r[0]
+                for r in _in_rows(
+                    s,
+                    "SELECT DISTINCT article_id FROM story_bands WHERE band_key IN ({in}) "
+                    "AND seen_at >= {?} AND seen_at <= {?} LIMIT {?}",
+                    chunk,
+                    _epoch(since),
+                    _epoch(until),
+                    MAX_BAND_CANDIDATES - len(found),
+                )
             )
             if len(found) >= MAX_BAND_CANDIDATES:
                 break
         ids |= found
+    if not ids:
+        return []
     rows: list[ArticleRow] = []
     for chunk in _chunks(sorted(ids)):
         rows.extend(s.exec(select(ArticleRow).where(col(ArticleRow.id).in_(chunk))).all())
@@ -107,37 +129,57 @@ def story_candidates(
 
 def known_guids(s: Session, feed_id: int, guids: Iterable[str]) -> set[str]:
     """Which of these entry ids the feed has already stored (one query per IN_CHUNK)."""
-    found: set[str] = set()
-    for chunk in _chunks(set(guids)):
-        found.update(
-            s.exec(
-                select(ArticleRow.guid)
-                .where(ArticleRow.feed_id == feed_id)
-                .where(col(ArticleRow.guid).in_(chunk))
-            ).all()
-        )
-    return found
+    rows = _in_rows(
+        s, "SELECT guid FROM articles WHERE guid IN ({in}) AND feed_id = {?}", set(guids), feed_id
+    )
+    return {r[0] for r in rows}
 
 
-def insert_returning_ids(s: Session, model: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert rows of an integer-keyed table in one statement per IN_CHUNK rows and return
-    their new ids in the order given (multi-row INSERT ... RETURNING, on SQLite >= 3.35
-    and PostgreSQL), without building an ORM object per row."""
+def insert_returning_ids(
+    s: Session, model: Any, rows: Sequence[dict[str, Any]], key: str
+) -> list[int]:
+    """Insert rows of an integer-keyed table and return their new ids in the order given.
+
+    One multi-row INSERT ... RETURNING per IN_CHUNK rows (SQLite >= 3.35, PostgreSQL).
+    Neither database promises RETURNING in VALUES order, and SQLAlchemy's ordered variant
+    falls back to one statement per row on SQLite, so the ids are matched back to the rows
+    by ``key``, a column whose values are distinct among ``rows``."""
     table = model.__table__
-    ids: list[int] = []
+    id_of: dict[Any, int] = {}
     for chunk in _chunks(rows):
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        ids.extend(s.connection().execute(statement, chunk).scalars().all())
-    return ids
+        statement = insert(table).values(list(chunk)).returning(table.c.id, table.c[key])
+        for new_id, value in s.connection().execute(statement):
+            id_of[value] = new_id
+    if len(id_of) != len(rows):
+        raise ValueError(f"insert_returning_ids: {key} is not distinct among the rows")
+    return [id_of[row[key]] for row in rows]
+
+
+def _epoch(moment: datetime) -> int:
+    """Whole seconds since 1970 (``story_bands.seen_at``); naive times are UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def add_story_keys(s: Session, articles: Iterable[tuple[int, int, Fingerprint, datetime]]) -> None:
     """Index stored articles' band keys for later near-duplicate lookups; ``articles`` are
-    (article id, story id, fingerprint, seen at). One multi-row INSERT for all of them."""
+    (article id, story id, fingerprint, seen at).
+
+    One executemany of plain tuples straight to the driver: 32 rows per article make this
+    the widest insert of a poll, and SQLAlchemy's per-row parameter processing cost more
+    than the insert itself (bench/bench_poll.py)."""
     rows = [
-        {"article_id": article_id, "band_key": key, "story_id": story_id, "seen_at": at}
-        for article_id, story_id, fp, at in articles
+        (key, article_id, epoch)
+        for article_id, _story_id, fp, at in articles
+        for epoch in (_epoch(at),)
         for key in fp.band_keys
     ]
-    if rows:
-        s.connection().execute(insert(StoryKeyRow.__table__), rows)  # type: ignore[attr-defined]
+    if not rows:
+        return
+    conn = s.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        f"INSERT INTO story_bands (band_key, article_id, seen_at) VALUES ({mark}, {mark}, {mark})",
+        rows,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -82,17 +82,17 @@ class ArticleRow(SQLModel, table=True):
     first_seen_at: datetime | None = _utc_column()
 
 
-class StoryKeyRow(SQLModel, table=True):
+class StoryBandRow(SQLModel, table=True):
     """One LSH band key of an article (``service.stories``): near-duplicate lookup finds
-    stored sightings sharing a key and published within the window (migration 0003)."""
+    stored sightings sharing a key and seen within the window. The primary key is the
+    only index (no rowid on SQLite); ``seen_at`` is epoch seconds (migration 0007)."""
 
-    __tablename__ = "story_keys"
-    __table_args__ = (Index("ix_story_keys_band_key_seen_at", "band_key", "seen_at"),)
+    __tablename__ = "story_bands"
+    __table_args__ = {"sqlite_with_rowid": False}
 
+    band_key: int = Field(sa_column=Column(BigInteger, primary_key=True))
     article_id: int = Field(foreign_key="articles.id", primary_key=True)
-    band_key: str = Field(primary_key=True)
-    story_id: int = Field(foreign_key="stories.id", index=True)
-    seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    seen_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class HitRow(SQLModel, table=True):

@@ -87,8 +87,10 @@ def _backfill() -> None:
         for r in rows:
             at = r.published_at or r.first_seen_at or datetime.now(UTC)
             for key in fingerprint(r.title, r.summary, r.text).band_keys:
+                # str(): later code makes integer keys; this revision's column is text.
                 values.append(
-                    {"article_id": r.id, "band_key": key, "story_id": r.story_id, "seen_at": at}
+                    {"article_id": r.id, "band_key": str(key)}
+                    | {"story_id": r.story_id, "seen_at": at}
                 )
         if values:
             conn.execute(sa.insert(keys), values)

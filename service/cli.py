@@ -198,6 +198,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.api.factory import freeze_startup_heap
     from service.metrics import ServiceMetrics
     from service.scheduler import ServiceScheduler
 
@@ -239,6 +240,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             cfg["http.port"],
         )
         _reload_rules_on_sighup(cfg, parts.poller)
+        freeze_startup_heap()
         scheduler.start()
         try:
             server.run()

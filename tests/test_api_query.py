@@ -192,3 +192,24 @@ def test_dashboard_pages_with_the_new_cursor_and_survives_bad_searches(storage: 
         assert bad.status_code == 200 and "closing quote" in bad.text
         stale = client.get("/", params={"cursor": "not-a-cursor"})
         assert stale.status_code == 200 and "cursor:" in stale.text
+
+
+def test_ids_too_large_for_the_database_are_422_not_500(storage: Storage) -> None:
+    """Found by the schemathesis run: an id past 2**63 - 1 reached SQLite (OverflowError)."""
+    fill(storage, 2)
+    huge = str(2**63)
+    auth = {"Authorization": "Bearer s3cret"}
+    app = create_app(storage, api_token="s3cret")
+    with TestClient(app) as client:
+        for method, path in (
+            ("GET", f"/api/v1/deliveries?hit_id={huge}"),
+            ("POST", f"/api/v1/deliveries/{huge}/retry"),
+            ("POST", f"/api/v1/hits/{huge}/redeliver"),
+            ("DELETE", f"/api/v1/webhooks/{huge}"),
+            ("POST", f"/api/v1/webhooks/{huge}/enable"),
+            ("DELETE", f"/api/v1/feeds/{huge}"),
+            ("GET", f"/hits/{huge}"),
+        ):
+            r = client.request(method, path, headers=auth)
+            assert r.status_code == 422, (method, path, r.status_code, r.text)
+        assert client.get("/api/v1/deliveries?hit_id=1", headers=auth).status_code == 200

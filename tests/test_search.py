@@ -288,3 +288,54 @@ def test_migration_0005_downgrades_cleanly(tmp_path: Path) -> None:
         names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
     assert not {"hits_fts", "hit_topics", "hit_places", "hits_search_doc"} & names
     engine.dispose()
+
+
+def test_search_pages_are_the_same_from_the_index_or_from_the_matches(store: Storage) -> None:
+    """PostgreSQL pages a search with few matches (``few_matches``) from its matches, sorted,
+    and one with many by walking the id or score index; both give the same pages. SQLite
+    always pages on the FTS5 rowids, so there the threshold changes nothing."""
+    _seed(store)
+    feed = store.list_feeds()[0]
+    for n in range(10, 40):
+        store.record_poll(
+            poll_update(feed.id),
+            [
+                NewArticle(
+                    _article(n, f"County detainer story {n}", "A detainer request."),
+                    match(round(0.5 + (n % 7) / 20, 2)),  # ties on score, ordered by id
+                )
+            ],
+            NOW,
+        )
+    if store.engine.dialect.name == "postgresql":
+        store.few_matches = 5
+        with store._session() as s:
+            assert store._few_matches(s, HitQuery(q="flights"), None)
+            assert not store._few_matches(s, HitQuery(q="detainer"), None)
+            # Counted after the cursor: near the end of the list, few are left.
+            assert store._few_matches(s, HitQuery(q="detainer"), Cursor("newest", 4, None))
+
+    def walk(q: HitQuery) -> list[int]:
+        ids: list[int] = []
+        cursor = None
+        while True:
+            page, cursor = store.list_hits(replace(q, cursor=cursor, limit=4))
+            ids += [h.id for h in page]
+            if cursor is None:
+                return ids
+
+    for words in ("detainer", "flights", "detainer OR deport*", "detainer NOT texas", "zzz"):
+        for sort in ("newest", "score"):
+            q = HitQuery(q=words, sort=sort)
+            store.few_matches = 0  # never few: down the index
+            by_index = walk(q)
+            store.few_matches = 10**6  # always few: from the matches
+            assert walk(q) == by_index, (words, sort)
+            every = list(store.iter_hits(q))
+            assert [h.id for h in every] == by_index
+            if sort == "score":
+                assert by_index == [h.id for h in sorted(every, key=lambda h: (-h.score, -h.id))]
+            else:
+                assert by_index == sorted(by_index, reverse=True)
+            assert len(set(by_index)) == len(by_index)
+    assert len(walk(HitQuery(q="detainer"))) == 32

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from service.api.feeds import feed_payload
+from service.api.hits import RowId
 from service.api.webhooks import delivery_payload
 from service.errors import QueryError
 from service.storage import Storage, hit_payload
@@ -236,7 +237,7 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
         )
 
     @app.get("/hits/{hit_id}", response_class=HTMLResponse, include_in_schema=False)
-    def hit_page(hit_id: int) -> HTMLResponse:
+    def hit_page(hit_id: RowId) -> HTMLResponse:
         if (denied := guard()) is not None:
             return denied
         hit = storage.get_hit(hit_id)

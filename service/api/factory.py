@@ -8,6 +8,7 @@ workers or ``detainer-watch migrate`` do) but refuses a schema newer than it kno
 
 from __future__ import annotations
 
+import gc
 import os
 from datetime import UTC, datetime
 
@@ -24,10 +25,25 @@ def create_app_from_env() -> FastAPI:
     engine = make_engine(cfg.database_url)
     check_schema(engine)
     storage = Storage(engine)
-    return create_app(
+    app = create_app(
         storage,
         str(cfg["api.token"]),
         lambda: True,  # the scheduler runs in the worker processes, not here
         allow_private_addresses=bool(cfg["network.allow_private_addresses"]),
         clock=lambda: datetime.now(UTC),
     )
+    freeze_startup_heap()
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Leave the objects built at start-up (modules, app, engine, matcher) out of every
+    later garbage collection: call once everything is built, before serving.
+
+    A full collection walks every tracked object; with the ~130,000 a started API holds
+    it paused whichever request set it off for 70-90 ms, every few hundred requests on
+    the 2-core VM, against 1-4 ms once they are frozen (README "Query performance").
+    The cost: a reference cycle among those objects dropped later is never freed.
+    """
+    gc.collect()
+    gc.freeze()

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 
 from service.addresses import Resolver, _system_resolver, private_address_reason
+from service.api.hits import RowId
 from service.decide import parse_duration
 from service.storage import Storage
 from service.types import FeedRecord
@@ -101,7 +102,7 @@ def add_feed_routes(
         return feed_payload(feed)
 
     @app.delete("/api/v1/feeds/{feed_id}", dependencies=writes)
-    def remove_feed(feed_id: int) -> dict[str, Any]:
+    def remove_feed(feed_id: RowId) -> dict[str, Any]:
         removed = storage.remove_feed(str(feed_id))
         if removed is None:
             raise HTTPException(404, f"no feed {feed_id}")

@@ -12,8 +12,9 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from service.errors import QueryError
 from service.search import MAX_QUERY_CHARS, decode_cursor, parse_query
@@ -44,6 +45,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "The search (q) has a syntax error; the message says where"},
     401: {"description": "Missing or wrong bearer token (when DW_API_TOKEN is set)"},
 }
+# The id of a row (hit, feed, webhook, delivery) in a path: 422, not a database error, when
+# it cannot be one.
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -92,6 +96,16 @@ def hits_jsonl(hits: Iterable[HitRecord]) -> Iterator[str]:
             lines = []
     if lines:
         yield "".join(lines)
+
+
+def hits_page_body(page: Iterable[HitRecord], next_cursor: str | None) -> bytes:
+    """The JSON of one page of ``GET /api/v1/hits``.
+
+    orjson straight to bytes: FastAPI's jsonable_encoder walk over 50 hits cost more than
+    the query, and json.dumps still 0.25 ms a page against orjson's 0.015 ms, for the same
+    bytes (bench_query.py).
+    """
+    return orjson.dumps({"items": [hit_payload(h) for h in page], "next_cursor": next_cursor})
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
@@ -228,12 +242,10 @@ def add_hit_routes(app: FastAPI, storage: Storage, require_token: Callable[..., 
             page, next_cursor = storage.list_hits(replace(query, cursor=cursor, limit=limit or 50))
         except QueryError as e:
             raise _query_error(e) from e
-        # A JSONResponse, not a dict: the payloads are plain JSON already, and FastAPI's
-        # jsonable_encoder walk over 50 hits costs more than the query (bench_query.py).
-        return JSONResponse({"items": [hit_payload(h) for h in page], "next_cursor": next_cursor})
+        return Response(hits_page_body(page, next_cursor), media_type="application/json")
 
     @app.get("/api/v1/hits/{hit_id}", dependencies=auth)
-    def get_hit(hit_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+    def get_hit(hit_id: RowId) -> dict[str, Any]:
         hit = storage.get_hit(hit_id)
         if hit is None:
             raise HTTPException(404, f"no hit {hit_id}")

@@ -11,6 +11,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 
 from service.addresses import Resolver, _system_resolver, private_address_reason
 from service.alerts.subscription import parse_webhook
+from service.api.hits import MAX_ID, RowId
 from service.errors import ConfigError
 from service.storage import Storage
 from service.types import DeliveryRecord, Subscription
@@ -103,12 +104,12 @@ def add_webhook_routes(
         return subscription_payload(sub)
 
     @app.delete("/api/v1/webhooks/{sub_id}", dependencies=writes, status_code=204)
-    def delete_webhook(sub_id: int) -> None:
+    def delete_webhook(sub_id: RowId) -> None:
         if not storage.delete_subscription(sub_id):
             raise HTTPException(404, f"no webhook {sub_id}")
 
     @app.post("/api/v1/webhooks/{sub_id}/enable", dependencies=writes)
-    def enable_webhook(sub_id: int) -> dict[str, Any]:
+    def enable_webhook(sub_id: RowId) -> dict[str, Any]:
         sub = storage.enable_subscription(sub_id)
         if sub is None:
             raise HTTPException(404, f"no webhook {sub_id}")
@@ -117,7 +118,7 @@ def add_webhook_routes(
     @app.get("/api/v1/deliveries", dependencies=reads)
     def list_deliveries(
         status: str | None = None,
-        hit_id: int | None = None,
+        hit_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         if status not in (None, "pending", "delivered", "failed", "skipped"):
@@ -127,14 +128,14 @@ def add_webhook_routes(
         }
 
     @app.post("/api/v1/deliveries/{delivery_id}/retry", dependencies=writes)
-    def retry_delivery(delivery_id: int) -> dict[str, Any]:
+    def retry_delivery(delivery_id: RowId) -> dict[str, Any]:
         d = storage.retry_delivery(delivery_id, clock())
         if d is None:
             raise HTTPException(404, f"no delivery {delivery_id}")
         return delivery_payload(d)
 
     @app.post("/api/v1/hits/{hit_id}/redeliver", dependencies=writes)
-    def redeliver(hit_id: int) -> dict[str, Any]:
+    def redeliver(hit_id: RowId) -> dict[str, Any]:
         out = storage.redeliver_hit(hit_id, clock())
         if out is None:
             raise HTTPException(404, f"no hit {hit_id}")

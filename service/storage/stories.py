@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from service.storage.base import _utc
@@ -140,15 +140,33 @@ def insert_returning_ids(
 ) -> list[int]:
     """Insert rows of an integer-keyed table and return their new ids in the order given.
 
-    One multi-row INSERT ... RETURNING per IN_CHUNK rows (SQLite >= 3.35, PostgreSQL).
-    Neither database promises RETURNING in VALUES order, and SQLAlchemy's ordered variant
-    falls back to one statement per row on SQLite, so the ids are matched back to the rows
+    One multi-row INSERT ... RETURNING per IN_CHUNK rows (SQLite >= 3.35, PostgreSQL),
+    written here and run on the driver with each column type's own bind processing:
+    SQLAlchemy either runs one statement per row for ordered RETURNING on SQLite or
+    compiles a multi-row VALUES anew each time at ~20 us a value (bench/bench_poll.py).
+    Neither database promises RETURNING in VALUES order, so ids are matched back to rows
     by ``key``, a column whose values are distinct among ``rows``."""
+    if not rows:
+        return []
     table = model.__table__
+    conn = s.connection()
+    dialect = conn.dialect
+    names = list(rows[0])
+    process = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "
+    row_marks = "(" + ", ".join([mark] * len(names)) + ")"
+    tail = f" RETURNING {quote('id')}, {quote(key)}"
     id_of: dict[Any, int] = {}
     for chunk in _chunks(rows):
-        statement = insert(table).values(list(chunk)).returning(table.c.id, table.c[key])
-        for new_id, value in s.connection().execute(statement):
+        params = [
+            value if proc is None else proc(value)
+            for row in chunk
+            for value, proc in zip((row[n] for n in names), process, strict=True)
+        ]
+        statement = head + ", ".join([row_marks] * len(chunk)) + tail
+        for new_id, value in conn.exec_driver_sql(statement, tuple(params)):
             id_of[value] = new_id
     if len(id_of) != len(rows):
         raise ValueError(f"insert_returning_ids: {key} is not distinct among the rows")

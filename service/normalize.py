@@ -125,6 +125,8 @@ def html_to_text(fragment: str) -> str:
     """
     text = _collapse(fragment)
     for _ in range(MAX_HTML_PASSES):
+        if _MARKUP_START.search(text) is None:
+            return text  # a pass would change nothing: no tag or entity can start here
         after = _html_pass(text)
         if after == text:
             return text

@@ -39,7 +39,7 @@ SNIPPET_WORDS = 24
 # then a sort); with more, walking the id (or score) index finds a page of them sooner. The
 # planner cannot tell the two apart for rare words (it guesses ~0.3% of rows for a word
 # outside its statistics) and walked all 100,000 hits for a word that matched one: 37 ms,
-# against 1 ms from the matches; counting up to this many costs 1-3 ms (bench_query.py).
+# against 1 ms from the matches; counting up to this many costs 1-4 ms (bench_query.py).
 FEW_MATCHES = 1000
 
 

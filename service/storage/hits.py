@@ -112,7 +112,7 @@ class HitStore(StoreBase):
         with self._session() as s:
             stmt = page_statement(q, dialect, after, q.limit + 1, self._few_matches(s, q, after))
             # Plain rows, not ORM objects: nothing is written back, and building 50 SQLModel
-            # instances cost a quarter of a page's time (bench_query.py).
+            # instances cost a fifth of a page's time (bench_query.py).
             rows = s.connection().execute(stmt).all()
             page = self._with_snippets(s, q, self._hit_records(s, rows[: q.limit]))
         if len(rows) <= q.limit or not page:

@@ -34,6 +34,13 @@ def places(title: str, summary: str = "") -> tuple[Jurisdiction, ...]:
         ),
         ("Washington sanctuary law upheld", "", ("Washington", "state", "WA")),
         ("Sanctuary city rally in Washington, D.C.", "", ("Washington", "city", "DC")),
+        (
+            "Trump signs Laken Riley Act",
+            "WASHINGTON (AP) \u2014 President Trump signed the Laken Riley Act, which requires "
+            "federal authorities to detain immigrants accused of theft.",
+            ("Washington", "city", "DC"),
+        ),
+        ("Washington state limits ICE detainers", "", ("Washington", "state", "WA")),
         ("NYC keeps sanctuary city rules", "", ("New York City", "city", "NY")),
         (
             "Prince George's County released man despite ICE detainer",

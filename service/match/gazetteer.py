@@ -12,6 +12,7 @@ CC BY 4.0) by ``python -m service.match.gazetteer``; a test checks it is still i
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class GazetteerRules:
     aliases: Mapping[str, str] = field(default_factory=dict)  # "NYC" -> "New York City|NY"
     state_abbreviations: Mapping[str, str] = field(default_factory=dict)  # "Mass." -> "MA"
     min_bare_city_population: int = 100_000
+    # A dateline that names another place than the state of that name: "WASHINGTON (AP) —"
+    # is the capital, while a bare "Washington" elsewhere stays the state.
+    datelines: Mapping[str, str] = field(default_factory=dict)  # "Washington" -> "Washington|DC"
 
 
 def export_rows() -> list[tuple[str, str, str, int]]:
@@ -129,6 +133,12 @@ class Gazetteer:
             if code in self._states:
                 by_name.setdefault(abbrev, []).append(self._states[code])
         self._by_name = {k: tuple(sorted(v, key=_rank)) for k, v in by_name.items()}
+        self._datelines: dict[str, tuple[Place, ...]] = {}
+        for dateline, target in rules.datelines.items():
+            name, _, st = target.partition("|")
+            self._datelines[dateline] = tuple(
+                p for p in self._by_name.get(name, ()) if p.kind != "state" and p.state == st
+            )
         self._auto = ahocorasick.Automaton()
         for name in self._by_name:
             self._auto.add_word(fold(name), name)
@@ -159,7 +169,10 @@ class Gazetteer:
         for start, end, name in found:
             if start < last_end:
                 continue
-            out.append(PlaceMention(field_name, start, end, text[start:end], self._by_name[name]))
+            candidates = self._by_name[name]
+            if self._datelines.get(name) and _is_dateline(text, start, end):
+                candidates = self._datelines[name]
+            out.append(PlaceMention(field_name, start, end, text[start:end], candidates))
             last_end = end
         return out
 
@@ -203,6 +216,21 @@ class Gazetteer:
 def _rank(p: Place) -> tuple[int, int]:
     order = {"state": 0, "county": 1, "city": 2}[p.kind]
     return (order, -p.population) if p.kind != "city" else (2, -p.population)
+
+
+# What follows a dateline's place: an optional agency in parentheses, then a dash.
+_DATELINE_TAIL = re.compile(r"\s*(?:\([^()]{1,40}\))?\s*[\u2014\u2013-]")
+
+
+def _is_dateline(text: str, start: int, end: int) -> bool:
+    """Whether the name at [start, end) opens the text as a dateline, in capitals:
+    "WASHINGTON (AP) — ...", "WASHINGTON — ..."."""
+    written = text[start:end]
+    return (
+        not text[:start].strip()
+        and written.isupper()
+        and _DATELINE_TAIL.match(text, end) is not None
+    )
 
 
 def _overlaps(m: PlaceMention, b: tuple[str, int, int]) -> bool:

@@ -371,14 +371,16 @@ def _scoring(s: _Reader) -> Scoring:
 
 
 def _gazetteer(g: _Reader) -> GazetteerRules:
-    g.only("ignore", "aliases", "state_abbreviations", "min_bare_city_population")
+    g.only("ignore", "aliases", "state_abbreviations", "min_bare_city_population", "datelines")
     aliases = g.sub("aliases", {})
     abbrevs = g.sub("state_abbreviations", {})
+    datelines = g.sub("datelines", {})
     return GazetteerRules(
         ignore=frozenset(g.strings("ignore", [])),
         aliases={k: aliases.get(k, str) for k in aliases.table},
         state_abbreviations={k: abbrevs.get(k, str) for k in abbrevs.table},
         min_bare_city_population=g.get("min_bare_city_population", int, 100_000),
+        datelines={k: datelines.get(k, str) for k in datelines.table},
     )
 
 

@@ -2,7 +2,7 @@
 
     DW_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         .venv/bin/python bench/bench_workers.py [--feeds 160] [--workers 1,2,4] [--rounds 1]
-        [--pin]
+        [--pin] [--parse-processes N]
 
 One command, a few minutes. The feed set is bench/bench_poll.py's (imported, not copied): the
 real feeds of ../shared/feeds plus generated RSS of ~65 KB with 25 items each, one feed in five
@@ -144,7 +144,7 @@ def backend_pids(engine: Engine) -> list[int]:
         return [int(r[0]) for r in rows]
 
 
-def write_config(tmp: Path, db_url: str, urls: list[str]) -> Path:
+def write_config(tmp: Path, db_url: str, urls: list[str], parse_processes: int = 0) -> Path:
     tables = "".join(f'[[feeds]]\nurl = "{u}"\n' for u in urls)
     path = tmp / "bench.toml"
     path.write_text(
@@ -157,6 +157,7 @@ interval = "1h"
 concurrency = {CONCURRENCY}
 per_host_concurrency = {CONCURRENCY}
 per_host_delay = {PER_HOST_DELAY_S}
+parse_processes = {parse_processes}
 [network]
 allow_private_addresses = true
 [matcher]
@@ -348,6 +349,12 @@ def main() -> int:
     ap.add_argument(
         "--pin", action="store_true", help="worker i (and its parse processes) on core i only"
     )
+    ap.add_argument(
+        "--parse-processes",
+        type=int,
+        default=0,
+        help="polling.parse_processes of each worker (0: one per core, the default)",
+    )
     args = ap.parse_args()
     pg_url = os.environ.get("DW_TEST_POSTGRES_URL")
     counts = [int(x) for x in args.workers.split(",")]
@@ -374,7 +381,7 @@ def main() -> int:
                     run_dir.mkdir()
                     db = fresh_postgres(admin) if admin else f"sqlite:///{run_dir}/dw.db"
                     name = f"{label}, {n} worker{'s' if n > 1 else ''}"
-                    cfg = write_config(run_dir, db, urls)
+                    cfg = write_config(run_dir, db, urls, args.parse_processes)
                     runs.append(measure(name, cfg, n, root, run_dir, args.pin))
                 rows.append(median_run(runs))
         finally:
@@ -385,7 +392,8 @@ def main() -> int:
         f"{len(urls)} feeds ({size / 1e6:.1f} MB, {rows[0].first.items} items, "
         f"{rows[0].errors} feeds malformed beyond use), server: {servers.kind}; "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}; each worker: concurrency "
-        f"{CONCURRENCY}, per-host delay {PER_HOST_DELAY_S * 1000:.0f} ms"
+        f"{CONCURRENCY}, per-host delay {PER_HOST_DELAY_S * 1000:.0f} ms, parse processes "
+        f"{args.parse_processes or os.cpu_count()}"
         f"{', pinned to one core each' if args.pin else ''}; {args.rounds} "
         f"round(s), median shown; load average at the end {os.getloadavg()[0]:.1f}\n"
     )

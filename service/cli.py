@@ -80,7 +80,7 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
         if pipeline:
             from service.alerts.sender import WebhookSender, build_webhook_client
             from service.fetch import Fetcher, build_client
-            from service.parse_worker import ParsePool
+            from service.parse_worker import DEFAULT_PARSE_PROCESSES, ParsePool
             from service.pipeline import CLAIM_ROUNDS, Poller, PollSettings
             from service.politeness import HostGate
             from service.stories import StoryPolicy
@@ -93,7 +93,8 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
                 cfg["polling.concurrency"],
             )
             hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
-            parse_pool = ParsePool()  # worker processes, started on first use
+            # Parse processes, started on first use (one per core unless configured).
+            parse_pool = ParsePool(cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES)
             parts.clients = (feed_client, hook_client, parse_pool)
             rng = random.Random()
             parts.poller = Poller(

@@ -92,6 +92,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("polling", "per_host_concurrency", "int", 2, "feeds fetched at once from one host"),
     Setting(
         "polling",
+        "parse_processes",
+        "int",
+        0,
+        "processes that parse fetched feeds; 0 means one per CPU core",
+    ),
+    Setting(
+        "polling",
         "per_host_delay",
         "duration",
         1.0,

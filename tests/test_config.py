@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 import sys
@@ -89,6 +90,7 @@ BAD_CONFIGS = [
     ('[polling]\ninterval = "soon"\n', "polling.interval", "duration"),
     ('[http]\nport = "eighty"\n', "http.port", "int"),
     ("[http]\nport = 70000\n", "http.port", "65535"),
+    ("[polling]\nparse_processes = -1\n", "polling.parse_processes", "such as 0"),
     ("[matcher]\nthreshold = 2\n", "matcher.threshold", "0.5"),
     ('[api]\ntoken = "x"\n', "api.token", "DW_API_TOKEN"),
     ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
@@ -168,3 +170,18 @@ def test_check_config_accepts_the_shipped_file() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
+
+
+@pytest.mark.parametrize("configured,expected", [(1, 1), (3, 3), (0, os.cpu_count() or 1)])
+def test_parse_processes_size_the_parse_pool(
+    tmp_path: Path, configured: int, expected: int
+) -> None:
+    from service.cli import build
+
+    body = (
+        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n'
+        f"[polling]\nparse_processes = {configured}\n"
+    )
+    with build(load_config(write(tmp_path, body), env={})) as parts:
+        assert parts.poller is not None
+        assert parts.poller.parse_pool.processes == expected

@@ -254,18 +254,49 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_worker_metrics(cfg: Config, metrics: Any) -> Any:
+    """Serve a worker's own counters (``http.worker_metrics_port``; None when 0): a worker
+    has no API, and the API processes cannot see another process's counters."""
+    port = int(cfg["http.worker_metrics_port"])
+    if not port:
+        return None
+    from prometheus_client import start_http_server
+
+    try:
+        server, _thread = start_http_server(
+            port, addr=str(cfg["http.host"]), registry=metrics.registry
+        )
+    except OSError as e:
+        raise ConfigError(
+            str(cfg.path),
+            "http.worker_metrics_port",
+            f"cannot listen on {cfg['http.host']}:{port}: {e.strerror or e}",
+            "choose a free port (each worker on one machine needs its own), or 0 for none",
+        ) from e
+    log.info("worker metrics on http://%s:%d/metrics", cfg["http.host"], port)
+    return server
+
+
 def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
     """The scheduler half of ``run``: polls and deliveries, no API. Any number may run
     against one PostgreSQL database; they share the work through leases in the database."""
     import signal
     import threading
 
+    from service.metrics import ServiceMetrics
     from service.scheduler import ServiceScheduler
 
     with build(cfg) as parts:
+        metrics = ServiceMetrics()
         scheduler = ServiceScheduler(
-            parts.poller, parts.sender, cfg["polling.tick"], cfg["delivery.tick"], utc_now()
+            parts.poller,
+            parts.sender,
+            cfg["polling.tick"],
+            cfg["delivery.tick"],
+            utc_now(),
+            metrics=metrics,
         )
+        metrics_server = _serve_worker_metrics(cfg, metrics)
         log.info(
             "detainer-watch %s worker %s: %d feeds, %d webhooks, database %s",
             __version__,
@@ -289,6 +320,8 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
         finally:
             log.info("stopping: waiting for the current poll and deliveries to finish")
             scheduler.shutdown()
+            if metrics_server is not None:
+                metrics_server.shutdown()
     log.info("stopped")
     return 0
 

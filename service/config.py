@@ -77,6 +77,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http", "host", "str", "127.0.0.1", "address the API binds (0.0.0.0 in Docker)"),
     Setting("http", "port", "int", 8080, "port the API listens on"),
     Setting(
+        "http",
+        "worker_metrics_port",
+        "int",
+        0,
+        "port on which each `worker` process serves its own /metrics (polls, deliveries); "
+        "0 means none",
+    ),
+    Setting(
         "api",
         "token",
         "str",
@@ -411,6 +419,10 @@ def _check_ranges(file: str, v: dict[str, Any]) -> None:
         raise ConfigError(file, "stories.threshold", "must be above 0 and at most 1", "e.g. 0.3")
     if not 1 <= v["http.port"] <= 65535:
         raise ConfigError(file, "http.port", "must be between 1 and 65535", "e.g. 8080")
+    if not 0 <= v["http.worker_metrics_port"] <= 65535:
+        raise ConfigError(
+            file, "http.worker_metrics_port", "must be between 0 and 65535", "0 (off) or e.g. 9108"
+        )
     if v["polling.min_interval"] > v["polling.max_interval"]:
         raise ConfigError(
             file,

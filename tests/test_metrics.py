@@ -42,8 +42,12 @@ def value(page: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in page.items() if n == name and want <= ls)
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, FeedServer, subprocess.Popen[bytes]]]:
+@pytest.fixture(params=["run", "worker"])
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, FeedServer, subprocess.Popen[bytes]]]:
+    # run: /metrics of its API; worker (no API): its own http.worker_metrics_port.
+    command: str = request.param
     with FeedServer() as feeds, WebhookReceiver() as hooks:
         feeds.route("/seed.xml", body=seed_feed(), headers={"content-type": "application/rss+xml"})
         feeds.route("/broken-500.xml", status=500, body=b"oops")
@@ -60,7 +64,8 @@ def service(tmp_path: Path) -> Iterator[tuple[str, FeedServer, subprocess.Popen[
 url = "sqlite:///{tmp_path / "dw.db"}"
 [http]
 host = "127.0.0.1"
-port = {port}
+port = {port if command == "run" else free_port()}
+worker_metrics_port = {port if command == "worker" else 0}
 [polling]
 interval = "2s"
 min_interval = "1s"
@@ -83,7 +88,7 @@ secret = "whsec_bWV0cmljcy10ZXN0LXNlY3JldC0wMTIzNDU2"
         env = {k: v for k, v in os.environ.items() if k not in ("DW_API_TOKEN", "DW_CONFIG")}
         with (tmp_path / "service.log").open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "--config", str(config), "run"],
+                [sys.executable, "-m", "service", "--config", str(config), command],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -141,6 +146,10 @@ def test_metrics_of_a_running_service_count_its_polls_hits_and_deliveries(
     assert value(page, "dw_poll_duration_seconds_count") >= 3
     assert value(page, "dw_poll_duration_seconds_sum") > 0
     assert value(page, "dw_delivery_duration_seconds_count") >= 1
+    if proc.args[-1] == "worker":  # type: ignore[index]
+        # A worker serves its own counters only; the database gauges are the API's.
+        assert not any(name == "dw_hits" for name, _ in page)
+        return
     # The database gauges beside them, counted at scrape time.
     assert value(page, "dw_hits") >= 1 and value(page, "dw_articles") >= 1
     assert value(page, "dw_deliveries", status="delivered") >= 1
@@ -172,3 +181,29 @@ def test_polls_count_by_http_status_and_result() -> None:
     assert value(page, "dw_delivery_duration_seconds_count") == 3
     assert value(page, "dw_delivery_duration_seconds_bucket", le="0.025") == 1
     assert value(page, "dw_delivery_duration_seconds_bucket", le="2.5") == 2
+
+
+def test_worker_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "detainer-watch.toml"
+        config.write_text(
+            f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n'
+            f'[http]\nhost = "127.0.0.1"\nworker_metrics_port = {port}\n'
+            f'[matcher]\nrules = "{RULES}"\n',
+            encoding="utf-8",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "--config", str(config), "worker"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"http.worker_metrics_port: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "choose a free port" in done.stderr

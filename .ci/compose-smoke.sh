@@ -322,6 +322,14 @@ check_polls() {
     echo "$name: $n poll lines ($(grep -c " service.pipeline: poll $FEED_URL" "$WORK/log" || true) of feedhost feeds, $(grep -c ' service.pipeline: poll https://' "$WORK/log" || true) of the shipped feeds); first: $(grep -m1 ' service.pipeline: poll ' "$WORK/log" || echo none)"
   done
   [ "$total" -gt 1 ] || fail "the workers logged $total polls"
+  # Each worker's own /metrics (DW_HTTP_WORKER_METRICS_PORT=9108 in the compose file), read
+  # from inside its container: the polls it counted.
+  for c in $($DOCKER ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter label=com.docker.compose.service=worker); do
+    name=$($DOCKER inspect -f '{{.Name}}' "$c"); name=${name#/}
+    polls=$($DOCKER exec "$c" python -c "import urllib.request as u; t = u.urlopen('http://127.0.0.1:9108/metrics', timeout=5).read().decode(); print(sum(float(l.rsplit(' ', 1)[1]) for l in t.splitlines() if l.startswith('dw_polls_total{')))") \
+      || fail "$name: no /metrics on port 9108"
+    echo "$name: /metrics on :9108 counts $polls polls"
+  done
   code=$(http_code -H "Authorization: Bearer $DW_API_TOKEN" "http://127.0.0.1:$DW_PORT/api/v1/hits")
   echo "GET /api/v1/hits -> HTTP $code: $(jq -c '[.items[] | {title, event_type, score}]' "$WORK/body" 2>/dev/null)"
   [ "$code" = 200 ] || fail "/api/v1/hits answered $code"

@@ -228,10 +228,8 @@ class ArticleStore(FeedStore):
         add_story_keys(
             s,
             [
-                (article_id, story_id, fp, seen_at(a, now))
-                for article_id, story_id, fp, a in zip(
-                    article_ids, story_of, prints, fresh_articles, strict=True
-                )
+                (article_id, fp, seen_at(a, now))
+                for article_id, fp, a in zip(article_ids, prints, fresh_articles, strict=True)
             ],
         )
         stories_with_hit: set[int] = set()

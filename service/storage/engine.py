@@ -26,10 +26,10 @@ MIGRATION_LOCK_KEY = 0x64772D6D69677261
 # psycopg prepares a statement on the server after its 5th run, and PostgreSQL may then plan
 # it once, generically, from the statistics of that moment: a new database's near-empty
 # tables. The near-duplicate look-up (500 band keys IN (...) within a time window) then kept
-# a plan that filtered the whole story_keys primary key instead of using the band-key index
-# (200 ms a query at 90k keys and growing: one worker's first poll went 5x slower;
-# bench/bench_workers.py). Custom plans see the actual values; statements stay prepared, so
-# parsing is still saved.
+# a plan that filtered the whole band-key table instead of looking the keys up in its index
+# (measured on the story_keys table migration 0007 replaced: 200 ms a query at 90k keys and
+# growing, one worker's first poll 5x slower; bench/bench_workers.py). Custom plans see the
+# actual values; statements stay prepared, so parsing is still saved.
 PG_PLAN_CACHE_MODE = "force_custom_plan"
 
 

@@ -37,8 +37,9 @@ def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
         yield items[i : i + IN_CHUNK]
 
 
-def _ids(values: Iterable[int | None]) -> set[int]:
-    return {v for v in values if v is not None}
+def _mark(conn: Any) -> str:
+    """The driver's positional placeholder: ``?`` (sqlite3) or ``%s`` (psycopg)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def lock_stories(s: Session) -> None:
@@ -57,7 +58,7 @@ def _in_rows(s: Session, sql: str, values: Iterable[Any], *after: Any) -> list[A
     themselves (bench/bench_poll.py), and these few statements need nothing else of it.
     """
     conn = s.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = _mark(conn)
     rows: list[Any] = []
     for chunk in _chunks(values):
         marks = ", ".join([mark] * len(chunk))
@@ -153,7 +154,7 @@ def insert_returning_ids(
     dialect = conn.dialect
     names = list(rows[0])
     process = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    mark = _mark(conn)
     quote = dialect.identifier_preparer.quote
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "
     row_marks = "(" + ", ".join([mark] * len(names)) + ")"
@@ -180,9 +181,9 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def add_story_keys(s: Session, articles: Iterable[tuple[int, int, Fingerprint, datetime]]) -> None:
+def add_story_keys(s: Session, articles: Iterable[tuple[int, Fingerprint, datetime]]) -> None:
     """Index stored articles' band keys for later near-duplicate lookups; ``articles`` are
-    (article id, story id, fingerprint, seen at).
+    (article id, fingerprint, seen at).
 
     Straight to the driver, bypassing SQLAlchemy's per-row parameter processing: 32 rows
     per article make this the widest insert of a poll. SQLite: one executemany (in-process,
@@ -191,7 +192,7 @@ def add_story_keys(s: Session, articles: Iterable[tuple[int, int, Fingerprint, d
     (bench/bench_workers.py)."""
     rows = [
         (key, article_id, epoch)
-        for article_id, _story_id, fp, at in articles
+        for article_id, fp, at in articles
         for epoch in (_epoch(at),)
         for key in fp.band_keys
     ]

@@ -200,27 +200,17 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
 
     from service.api import create_app
     from service.api.factory import freeze_startup_heap
-    from service.metrics import ServiceMetrics
-    from service.scheduler import ServiceScheduler
 
     with build(cfg) as parts:
         # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
-        metrics = ServiceMetrics()
-        scheduler = ServiceScheduler(
-            parts.poller,
-            parts.sender,
-            cfg["polling.tick"],
-            cfg["delivery.tick"],
-            utc_now(),
-            metrics=metrics,
-        )
+        scheduler = _scheduler(cfg, parts)
         app = create_app(
             parts.storage,
             str(cfg["api.token"]),
             lambda: scheduler.alive,
             allow_private_addresses=bool(cfg["network.allow_private_addresses"]),
             clock=utc_now,
-            metrics=metrics,
+            metrics=scheduler.metrics,
         )
         server = uvicorn.Server(
             uvicorn.Config(
@@ -254,6 +244,22 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheduler(cfg: Config, parts: Parts) -> Any:
+    """The scheduler of ``run`` and ``worker``, counting its polls and deliveries on its own
+    ``ServiceMetrics`` (``scheduler.metrics``)."""
+    from service.metrics import ServiceMetrics
+    from service.scheduler import ServiceScheduler
+
+    return ServiceScheduler(
+        parts.poller,
+        parts.sender,
+        cfg["polling.tick"],
+        cfg["delivery.tick"],
+        utc_now(),
+        metrics=ServiceMetrics(),
+    )
+
+
 def _serve_worker_metrics(cfg: Config, metrics: Any) -> Any:
     """Serve a worker's own counters (``http.worker_metrics_port``; None when 0): a worker
     has no API, and the API processes cannot see another process's counters."""
@@ -283,20 +289,9 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from service.metrics import ServiceMetrics
-    from service.scheduler import ServiceScheduler
-
     with build(cfg) as parts:
-        metrics = ServiceMetrics()
-        scheduler = ServiceScheduler(
-            parts.poller,
-            parts.sender,
-            cfg["polling.tick"],
-            cfg["delivery.tick"],
-            utc_now(),
-            metrics=metrics,
-        )
-        metrics_server = _serve_worker_metrics(cfg, metrics)
+        scheduler = _scheduler(cfg, parts)
+        metrics_server = _serve_worker_metrics(cfg, scheduler.metrics)
         log.info(
             "detainer-watch %s worker %s: %d feeds, %d webhooks, database %s",
             __version__,

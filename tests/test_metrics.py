@@ -22,6 +22,7 @@ from tests.conftest import REPO, RULES, free_port
 from tests.receiver import WebhookReceiver
 from tests.seedfeed import seed_feed
 from tests.servers import FeedServer
+from tests.test_cli import dw
 from tests.test_e2e import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -197,13 +198,7 @@ def test_worker_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             f'[matcher]\nrules = "{RULES}"\n',
             encoding="utf-8",
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "service", "--config", str(config), "worker"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = dw("worker", config=config)
     assert done.returncode == 1
     assert f"http.worker_metrics_port: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "choose a free port" in done.stderr

@@ -42,6 +42,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -288,6 +291,35 @@ def _handler_init(root: str) -> Any:
     return init
 
 
+@dataclass(frozen=True)
+class ServedCorpus:
+    """The feed set written under ``root`` (``names``, ``size`` bytes in all) and served."""
+
+    tmp: Path
+    root: Path
+    names: list[str]
+    size: int
+    servers: Servers
+
+
+@contextmanager
+def served_corpus(prefix: str, count: int, server: str) -> Iterator[ServedCorpus]:
+    """``count`` feeds written to a fresh temporary folder and served on 127.0.0.1 by
+    ``Servers`` (``server``: auto, nginx or python); all gone when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # nginx's worker runs as nobody
+        root = tmp / "www"
+        root.mkdir()
+        names = build_corpus(root, count)
+        size = sum((root / n).stat().st_size for n in names)
+        servers = Servers(root, tmp, server)
+        try:
+            yield ServedCorpus(tmp, root, names, size, servers)
+        finally:
+            servers.close()
+
+
 # ------------------------------------------------------------------ our side (subprocess)
 
 
@@ -517,39 +549,30 @@ def main() -> int:
     if not (SHARED / "feeds").is_dir():
         print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
         return 0
-    with tempfile.TemporaryDirectory(prefix="bench-poll-") as tmp_name:
-        tmp = Path(tmp_name)
-        tmp.chmod(0o755)  # nginx's worker runs as nobody
-        root = tmp / "www"
-        root.mkdir()
-        names = build_corpus(root, args.feeds)
-        size = sum((root / n).stat().st_size for n in names)
-        servers = Servers(root, tmp, args.server)
-        try:
-            python = None if args.no_reader else reader_python()
-            if not args.no_reader and python is None:
-                print("reader: skipped (pip install reader sgmllib3k failed; offline?)")
-            honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
-            ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
-            ours, ign, theirs = [], [], []
-            for i in range(args.rounds):
-                for kind in ("ours", "ignorant", "reader"):
-                    run_dir = tmp / f"{kind}-{i}"
-                    run_dir.mkdir()
-                    if kind == "ours":
-                        ours.append(run_ours_subprocess(honest, run_dir, args.workers))
-                        result = ours[-1]
-                    elif kind == "ignorant":
-                        ign.append(run_ours_subprocess(ignoring, run_dir, args.workers))
-                        result = ign[-1]
-                    elif python is not None:
-                        theirs.append(run_reader(python, honest, run_dir))
-                        result = theirs[-1]
-                    else:
-                        continue
-                    print(f"round {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr)
-        finally:
-            servers.close()
+    with served_corpus("bench-poll-", args.feeds, args.server) as corpus:
+        tmp, names, size, servers = corpus.tmp, corpus.names, corpus.size, corpus.servers
+        python = None if args.no_reader else reader_python()
+        if not args.no_reader and python is None:
+            print("reader: skipped (pip install reader sgmllib3k failed; offline?)")
+        honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
+        ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
+        ours, ign, theirs = [], [], []
+        for i in range(args.rounds):
+            for kind in ("ours", "ignorant", "reader"):
+                run_dir = tmp / f"{kind}-{i}"
+                run_dir.mkdir()
+                if kind == "ours":
+                    ours.append(run_ours_subprocess(honest, run_dir, args.workers))
+                    result = ours[-1]
+                elif kind == "ignorant":
+                    ign.append(run_ours_subprocess(ignoring, run_dir, args.workers))
+                    result = ign[-1]
+                elif python is not None:
+                    theirs.append(run_reader(python, honest, run_dir))
+                    result = theirs[-1]
+                else:
+                    continue
+                print(f"round {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr)
     print(
         f"{len(names)} feeds ({size / 1e6:.1f} MB, median "
         f"{statistics.median((ours + ign)[0]['first']['items'] / len(names) for _ in [0]):.0f}"

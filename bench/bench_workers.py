@@ -34,7 +34,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -48,7 +47,7 @@ from sqlmodel import col
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_poll import Servers, build_corpus  # noqa: E402
+from bench.bench_poll import served_corpus  # noqa: E402
 from service.config import load_config  # noqa: E402
 from service.storage import Storage, make_engine, migrate  # noqa: E402
 from service.storage.tables import ArticleRow, FeedRow, HitRow  # noqa: E402
@@ -359,14 +358,9 @@ def main() -> int:
     pg_url = os.environ.get("DW_TEST_POSTGRES_URL")
     counts = [int(x) for x in args.workers.split(",")]
     rows: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp_name:
-        tmp = Path(tmp_name)
-        tmp.chmod(0o755)  # nginx's worker runs as nobody
-        root = tmp / "www"
-        root.mkdir()
-        names = build_corpus(root, args.feeds)
-        size = sum((root / n).stat().st_size for n in names)
-        servers = Servers(root, tmp, args.server)
+    with served_corpus("bench-workers-", args.feeds, args.server) as corpus:
+        tmp, root, names, size = corpus.tmp, corpus.root, corpus.names, corpus.size
+        servers = corpus.servers
         urls = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
         settings: list[tuple[str, int, str | None]] = [("SQLite", 1, None)]
         if pg_url:
@@ -385,7 +379,6 @@ def main() -> int:
                     runs.append(measure(name, cfg, n, root, run_dir, args.pin))
                 rows.append(median_run(runs))
         finally:
-            servers.close()
             if pg_url:
                 drop_postgres(pg_url)
     print(

@@ -81,8 +81,12 @@ class Fleet:
         hooks: list[WebhookReceiver],
         n_feeds: int,
         total_timeout_s: float = 3.0,
+        feed_delay_s: float = 0.0,
     ) -> None:
+        """``feed_delay_s``: how long the feed server takes to answer each feed (slow feeds
+        keep a worker's leases held for a while, so a test can catch it holding some)."""
         self.tmp, self.db_url, self.feeds, self.hooks = tmp, db_url, feeds, hooks
+        self.feed_delay_s = feed_delay_s
         self.items: dict[int, list[dict[str, str]]] = {}
         self.next_story = 0
         for i in range(n_feeds):
@@ -128,7 +132,7 @@ timeout = "2s"
         for _ in range(count):
             self.items[feed].append(story(self.next_story))
             self.next_story += 1
-        self.feeds.route(f"/f{feed}.xml", body=rss(self.items[feed]))
+        self.feeds.route(f"/f{feed}.xml", body=rss(self.items[feed]), delay_s=self.feed_delay_s)
 
     @property
     def item_count(self) -> int:

@@ -57,20 +57,21 @@ def test_kill_9_worker_its_feeds_and_deliveries_are_taken_over(pg_url: str, tmp_
         FeedServer() as feeds,
         WebhookReceiver(delay_s=0.2) as hook,
     ):
-        fleet = Fleet(tmp_path, db, feeds, [hook], FEWER)
+        # Slow feeds: a worker holds the leases of a claimed batch for a while, so the
+        # victim can be caught holding some (its feeds' takeover is then always checked).
+        fleet = Fleet(tmp_path, db, feeds, [hook], FEWER, feed_delay_s=0.3)
         fleet.start(3)
         try:
-            deadline = time.monotonic() + 40
-            while len(hook.received) < 5:  # polls and deliveries are in flight
+            victim = fleet.procs[0].pid
+            victims_leases = "SELECT id FROM feeds WHERE leased_by LIKE :w AND lease_until > now()"
+            deadline = time.monotonic() + 60
+            # Polls and deliveries are in flight, and the victim holds feed leases.
+            while len(hook.received) < 5 or not fleet.query(victims_leases, w=f"%:{victim}:%"):
                 assert time.monotonic() < deadline, fleet.logs_tail()
                 fleet.assert_alive()
                 time.sleep(0.05)
-            victim = fleet.procs[0].pid
             fleet.kill_9(0)
-            held = fleet.query(
-                "SELECT id FROM feeds WHERE leased_by LIKE :w AND lease_until > now()",
-                w=f"%:{victim}:%",
-            )
+            held = fleet.query(victims_leases, w=f"%:{victim}:%")
             for i in range(0, FEWER, 2):
                 fleet.add_items(i, 1)
             # The victim's deliveries come free one by one as their leases end, the last of a
@@ -78,13 +79,13 @@ def test_kill_9_worker_its_feeds_and_deliveries_are_taken_over(pg_url: str, tmp_
             fleet.wait_until_stored_and_sent(timeout_s=DELIVERY_LEASE_BOUND_S + 30)
             time.sleep(1.5)
             # The victim's leased feeds were polled again, by the others, after their lease.
-            if held:
-                ids = ",".join(str(r[0]) for r in held)
-                rows = fleet.query(
-                    f"SELECT count(*) FROM feeds WHERE id IN ({ids}) AND leased_by NOT LIKE :w",
-                    w=f"%:{victim}:%",
-                )
-                assert rows[0][0] == len(held)
+            assert held, "the victim held no feed leases when it was killed"
+            ids = ",".join(str(r[0]) for r in held)
+            rows = fleet.query(
+                f"SELECT count(*) FROM feeds WHERE id IN ({ids}) AND leased_by NOT LIKE :w",
+                w=f"%:{victim}:%",
+            )
+            assert rows[0][0] == len(held)
         finally:
             fleet.stop()
         fleet.check_stored_once()

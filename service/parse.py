@@ -1,5 +1,8 @@
 """Feed document bytes + HTTP headers -> ``ParsedFeed`` of ``RawEntry`` (feedparser).
 
+Plain UTF-8 or Latin-1 RSS is read by ``fastparse`` instead, which gives what feedparser
+gives for these fields several times cheaper; everything else goes to feedparser.
+
 Pure: feedparser only ever sees bytes we already hold (wrapped in a stream, so it can
 never mistake them for a URL or a file name and fetch or open anything). This module
 does *not* strip HTML, canonicalise URLs or judge relevance (``normalize``, ``match``);
@@ -21,6 +24,7 @@ from xml.sax import SAXParseException
 import feedparser
 
 from service.errors import ParseError
+from service.fastparse import parse_rss
 from service.normalize import is_amp_url
 from service.types import ParsedFeed, RawEntry
 
@@ -169,6 +173,7 @@ def parse_feed(
     *,
     sanitize_html: bool = SANITIZE_HTML,
     resolve_relative_uris: bool = RESOLVE_RELATIVE_URIS,
+    fast: bool = True,
 ) -> ParsedFeed:
     """Parse a feed document.
 
@@ -176,7 +181,9 @@ def parse_feed(
     the encoding. Pass ``{}`` for a document that did not come over HTTP (a file): the
     XML declaration then decides. ``url`` is the document's final URL, used only to
     resolve relative links. The two flags are feedparser's (the defaults: both off, see
-    SANITIZE_HTML); tests pass True to compare with feedparser's own defaults.
+    SANITIZE_HTML); tests pass True to compare with feedparser's own defaults. ``fast``:
+    try ``fastparse`` first (plain UTF-8 RSS, the same result several times cheaper);
+    tests pass False to compare with feedparser alone.
 
     Malformed documents that still yield a feed come back with ``bozo_error`` set and
     whatever entries could be recovered. Raises ``ParseError`` when the body is not a
@@ -198,15 +205,21 @@ def parse_feed(
         response_headers["content-location"] = urljoin(
             url, response_headers.get("content-location", "")
         )
-    try:
-        result = feedparser.parse(
-            io.BytesIO(body),
-            response_headers=response_headers,
-            resolve_relative_uris=resolve_relative_uris,
-            sanitize_html=sanitize_html,
-        )
-    except Exception as e:  # feedparser's parsers raise assorted errors on odd input
-        raise ParseError(f"feed parser failed: {type(e).__name__}: {e}") from e
+    # Entry HTML is left as it is on this path, so it only stands in for feedparser when
+    # feedparser would leave it too.
+    lean = not sanitize_html and not resolve_relative_uris
+    base = response_headers.get("content-location", "")
+    result = parse_rss(body, response_headers, base) if fast and lean else None
+    if result is None:
+        try:
+            result = feedparser.parse(
+                io.BytesIO(body),
+                response_headers=response_headers,
+                resolve_relative_uris=resolve_relative_uris,
+                sanitize_html=sanitize_html,
+            )
+        except Exception as e:  # feedparser's parsers raise assorted errors on odd input
+            raise ParseError(f"feed parser failed: {type(e).__name__}: {e}") from e
 
     feed: Mapping[str, Any] = result.get("feed") or {}
     entries = tuple(

@@ -6,18 +6,23 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.errors import ParseError
 from service.normalize import (
     MAX_HTML_PASSES,
+    _html_pass_parser,
+    _html_pass_plain,
     canonical_url,
     content_hash,
     html_to_text,
     normalize_entry,
     strip_source_suffix,
 )
+from service.parse import parse_feed
 from service.types import RawEntry
+from tests.test_parse import FEEDS, MANIFEST, NO_SHARED
 
 TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
 FEED_URL = "https://www.example.org/feeds/news.xml"
@@ -229,3 +234,42 @@ def test_naive_published_is_taken_as_utc() -> None:
     article = normalize_entry(raw(published=datetime(2025, 1, 6, 10, 0)), None, FEED_URL)
     assert article.published_at == datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
     assert normalize_entry(raw(published=None), None, FEED_URL).published_at is None
+
+
+# ------------------------------------------- html.parser and its one-split fast path
+
+FRAGMENT_PIECES = st.sampled_from(
+    [
+        "<p>", "</p>", "<P CLASS=lead>", "<br/>", "<br />", "<img src=x/>", '<a href="/x?a=1&b=2">',
+        "</a>", "<a title='a>b'>", '<a b=c"d>', "<div\nclass=\"x\">", "</div >", "<o:p>", "</o:p>",
+        "<template>", "</template>", "<template/>", "<script>", "</script>", "<style>",
+        "<!-- c -->", "<!--", "-->", "<![CDATA[x]]>", "<!DOCTYPE html>", "<?php ?>", "< p>",
+        "</ p>", "<>", "</>",
+        "<1>", "a < b", "x > y", "&amp;", "&lt;p&gt;", "&nbsp;", "&#8217;", "&#x2019;", "&copy",
+        "AT&T", "& ", "&", " ", "\n", "word", "Wörter", "<em>", "</em>", "<b/>", "<li>", "</li>",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=400)
+@given(st.one_of(st.lists(FRAGMENT_PIECES, max_size=12).map("".join), HTMLISH))
+def test_plain_html_pass_matches_html_parser(fragment: str) -> None:
+    plain = _html_pass_plain(fragment)
+    assert plain is None or plain == _html_pass_parser(fragment)
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason=NO_SHARED)
+def test_plain_html_pass_matches_html_parser_on_shared_feeds() -> None:
+    fragments = []
+    for path in sorted(FEEDS.glob("*.xml")):
+        try:
+            parsed = parse_feed(path.read_bytes(), {}, "https://example.org/feed.xml", fast=False)
+        except ParseError:
+            continue
+        for entry in parsed.entries:
+            fragments += [entry.title, entry.summary_html, entry.content_html]
+    fragments += [_html_pass_parser(f) for f in fragments]  # the second pass's inputs
+    plain = [(f, _html_pass_plain(f)) for f in fragments if "<" in f or "&" in f]
+    assert all(text == _html_pass_parser(f) for f, text in plain if text is not None)
+    # Feed HTML is mostly plain: the fast path must carry most of it.
+    assert sum(text is not None for _, text in plain) > 0.8 * len(plain)

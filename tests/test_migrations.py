@@ -11,6 +11,8 @@ near-duplicate keys) is rebuilt by their backfills and checked here through the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +22,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from service.storage import Storage, head_revision, make_engine, migrate
-from service.storage.engine import MIGRATIONS_DIR, _alembic_config
+from service.storage import Storage, current_revision, head_revision, make_engine, migrate
+from service.storage.engine import MIGRATIONS_DIR, _alembic_config, _revisions
 from service.types import HitQuery
 from tests.fleet import scratch_database
 
@@ -31,6 +33,7 @@ EARLIER = [
     for s in reversed(list(ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()))
     if s.revision != head_revision()
 ]
+REPO = Path(__file__).resolve().parents[1]
 THEN = datetime(2025, 1, 20, 9, 30, tzinfo=UTC)
 SHERIFF = (
     "The Suffolk County sheriff said the jail declined 41 immigration detainer requests from "
@@ -310,3 +313,38 @@ def test_upgrade_from_each_earlier_schema_keeps_all_data(database_url: str, revi
         check_rows_at_head(Storage(engine))
     finally:
         engine.dispose()
+
+
+def test_revisions_read_from_the_files_are_alembics(database_url: str) -> None:
+    # engine reads the revision graph and the applied revision without Alembic (to keep it
+    # out of memory once the schema is current); Alembic must agree on both.
+    from alembic.runtime.migration import MigrationContext
+
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    assert head_revision() == script.get_current_head()
+    assert set(_revisions()) == {s.revision for s in script.walk_revisions()}
+    engine = make_engine(database_url)
+    try:
+        assert current_revision(engine) is None
+        for revision in [*EARLIER, head_revision()]:
+            command.upgrade(_alembic_config(engine), revision)
+            with engine.connect() as conn:
+                alembic_says = MigrationContext.configure(conn).get_current_revision()
+            assert current_revision(engine) == alembic_says == revision
+    finally:
+        engine.dispose()
+
+
+def test_a_current_schema_is_opened_without_loading_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dw.db'}"
+    script = (
+        "import sys\n"
+        "from service.storage import make_engine, migrate\n"
+        f"before, after = migrate(make_engine({url!r}))\n"
+        "print(before == after, 'alembic' in sys.modules)\n"
+    )
+    run = [sys.executable, "-c", script]
+    first = subprocess.run(run, capture_output=True, text=True, check=True, cwd=REPO)
+    assert first.stdout.split() == ["False", "True"]  # empty database: Alembic upgrades it
+    again = subprocess.run(run, capture_output=True, text=True, check=True, cwd=REPO)
+    assert again.stdout.split() == ["True", "False"]

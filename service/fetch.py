@@ -47,6 +47,10 @@ CHUNK_BYTES = 64 * 1024
 # Redirects that tell us to use the new URL from now on (RFC 9110 §15.4.2, §15.4.9);
 # 302, 303 and 307 are temporary and leave the stored URL alone.
 PERMANENT_REDIRECTS = frozenset({301, 308})
+# Bytes of a 304's or an error's body read (and dropped) so that its connection goes back to
+# the pool: a response closed before its end closes the connection, and every 304 then
+# cost a new TCP connection (~0.4 ms of client CPU, and a handshake for the server).
+DRAIN_BYTES = 64 * 1024
 
 
 def utc_now() -> datetime:
@@ -100,6 +104,19 @@ def permanent_target(response: httpx.Response) -> str | None:
             break
         target = str(following.url)
     return target
+
+
+def _drain(response: httpx.Response, limit: int) -> None:
+    """Read and drop a body we do not use, up to ``limit`` bytes; a longer one (a big error
+    page) is left unread and its connection is closed instead of kept."""
+    size = 0
+    try:
+        for chunk in response.iter_raw(CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                return
+    except httpx.HTTPError:
+        return  # the answer is what counts; a broken body only costs the connection
 
 
 def _describe_http_error(exc: httpx.HTTPError) -> str:
@@ -207,6 +224,8 @@ class Fetcher:
         headers = {name.lower(): value for name, value in response.headers.items()}
         final_url = str(response.url)
         moved_to = permanent_target(response)
+        if status == httpx.codes.NOT_MODIFIED or status >= 300:
+            _drain(response, DRAIN_BYTES)
         if status == httpx.codes.NOT_MODIFIED:
             return FetchResult(
                 status=FetchStatus.NOT_MODIFIED,

@@ -12,6 +12,7 @@ Unknown paths answer 404. Every request is recorded in ``requests`` as ``(path,
 headers)`` with lower-cased header names; ``path`` includes the query string when there
 was one. POST bodies are kept in ``posted``. ``timings`` holds ``(path, started, finished)``
 in ``time.monotonic()`` seconds for each answered or dropped request (politeness tests).
+``connections`` counts the TCP connections accepted (keep-alive tests).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class FeedServer:
         # (path, headers, body) of each POST, for webhook receivers.
         self.posted: list[tuple[str, dict[str, str], bytes]] = []
         self.timings: list[tuple[str, float, float]] = []
+        self.connections = 0  # TCP connections accepted (keep-alive tests)
         self._server: _QuietServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
@@ -170,6 +172,11 @@ class FeedServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.connections += 1
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

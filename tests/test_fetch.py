@@ -8,11 +8,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
 
-from service.fetch import DEFAULT_USER_AGENT, Fetcher, build_client, parse_retry_after
+from service.fetch import (
+    DEFAULT_USER_AGENT,
+    DRAIN_BYTES,
+    Fetcher,
+    build_client,
+    parse_retry_after,
+)
 from service.types import FeedForUpdate, FetchStatus
 from tests.servers import FeedServer
 
@@ -101,6 +108,35 @@ def test_not_modified_with_last_modified(server: FeedServer, fetcher: Fetcher) -
     assert second.status is FetchStatus.NOT_MODIFIED
     assert second.last_modified == LAST_MODIFIED
     assert server.requests[1][1]["if-modified-since"] == LAST_MODIFIED
+
+
+@pytest.mark.parametrize(
+    ("route", "answers"),
+    [
+        ({"body": RSS, "etag": '"v1"'}, (200, 304, 304)),
+        ({"body": b"<html>" + b"x" * 10_000 + b"</html>", "status": 503}, (503, 503, 503)),
+    ],
+    ids=["not-modified", "small-error-page"],
+)
+def test_answers_without_a_body_we_use_keep_the_connection(
+    server: FeedServer, fetcher: Fetcher, route: dict[str, Any], answers: tuple[int, ...]
+) -> None:
+    """A 304 (or an error page) is read to its end so its connection goes back to the
+    pool: polls of an unchanged feed cost no new TCP connection each."""
+    server.route("/feed.xml", **route)
+    etag = None
+    for status in answers:
+        result = fetcher.fetch(feed(server.url("/feed.xml"), etag=etag))
+        assert result.http_status == status
+        etag = result.etag
+    assert server.connections == 1
+
+
+def test_a_big_error_page_is_not_read(server: FeedServer, fetcher: Fetcher) -> None:
+    server.route("/feed.xml", body=b"x" * (DRAIN_BYTES * 4), status=500)
+    for _ in range(2):
+        assert fetcher.fetch(feed(server.url("/feed.xml"))).http_status == 500
+    assert server.connections == 2  # dropped unread, not drained
 
 
 def test_http_500_is_an_error_value(server: FeedServer, fetcher: Fetcher) -> None:

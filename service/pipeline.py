@@ -270,7 +270,12 @@ class Poller:
         feed = f.feed
         items: list[NewArticle] = []
         if f.error is None:
-            known = self.storage.known_guids(feed.id, (a.guid for a in f.articles))
+            # A 304 or an unchanged body has no articles: no look-up (a transaction each).
+            known = (
+                self.storage.known_guids(feed.id, (a.guid for a in f.articles))
+                if f.articles
+                else set()
+            )
             fresh = [a for a in f.articles if a.guid not in known]
             # Deduplicate within the document too (some feeds repeat an entry).
             fresh = list({a.guid: a for a in reversed(fresh)}.values())[::-1]

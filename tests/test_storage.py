@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from service.config import WebhookConfig
+from service.errors import StorageError
 from service.storage import Storage, make_engine, migrate
 from service.stories import StoryPolicy, article_fingerprint
 from service.types import (
@@ -344,3 +345,25 @@ def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None
     assert duplicate.disabled_reason is not None and f"feed {taken.id}" in duplicate.disabled_reason
     assert duplicate.next_check_at is None and duplicate.disabled_at is not None
     assert [f.id for f in store.due_feeds(NOW + timedelta(days=30))] == [taken.id]
+
+
+def test_a_batch_of_polls_updates_each_feed_and_names_a_vanished_one(store: Storage) -> None:
+    """record_polls loads the batch's feed rows together: each gets its own outcome."""
+    feeds = [store.add_feed(f"https://b.example/{n}", NOW)[0] for n in range(3)]
+    store.record_polls(
+        [
+            (replace(poll_update(feeds[0].id), status=FetchStatus.NOT_MODIFIED, etag='"x"'), []),
+            (poll_update(feeds[1].id, 1), [NewArticle(article(7), None)]),
+            (replace(poll_update(feeds[2].id), status=FetchStatus.ERROR, error_count=2), []),
+        ],
+        NOW,
+    )
+    after = [store.get_feed(str(f.id)) for f in feeds]
+    assert [f.last_status if f else None for f in after] == ["not_modified", "ok", "error"]
+    assert [f.etag if f else None for f in after] == ['"x"', '"e1"', None]
+    assert [f.error_count if f else None for f in after] == [0, 0, 2]
+    with pytest.raises(StorageError, match="feed 999999 vanished"):
+        store.record_polls([(poll_update(feeds[1].id), []), (poll_update(999_999), [])], NOW)
+    # The batch is one transaction: the other feed's outcome was not stored either.
+    assert (store.get_feed(str(feeds[1].id)) or feeds[1]).etag == '"e1"'
+    assert (store.get_feed(str(feeds[1].id)) or feeds[1]).last_new_items == 1

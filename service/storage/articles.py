@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from service.alerts.routing import wants
 from service.errors import StorageError
 from service.storage.base import _subscription, new_webhook_id
-from service.storage.feeds import FeedStore
+from service.storage.feeds import FeedStore, feed_rows
 from service.storage.stories import (
     add_story_keys,
     insert_returning_ids,
@@ -133,8 +133,14 @@ class ArticleStore(FeedStore):
                             select(SubscriptionRow).where(SubscriptionRow.enabled == True)  # noqa: E712
                         ).all()
                     ]
+                    # The batch's feed rows in one query, not one per feed: with the
+                    # ORM's autoflush before each look-up, that was most of a 304 poll's
+                    # storage cost, and the updates now go out together at commit.
+                    rows = feed_rows(s, {update_.feed_id for update_, _ in polls})
                     return [
-                        self._record_poll_once(s, update_, articles, now, policy, subs)
+                        self._record_poll_once(
+                            s, rows.get(update_.feed_id), update_, articles, now, policy, subs
+                        )
                         for update_, articles in polls
                     ]
             except IntegrityError as e:
@@ -153,6 +159,7 @@ class ArticleStore(FeedStore):
     def _record_poll_once(
         self,
         s: Session,
+        feed: FeedRow | None,
         update_: FeedUpdate,
         articles: Sequence[NewArticle],
         now: datetime,
@@ -160,12 +167,14 @@ class ArticleStore(FeedStore):
         subs: Sequence[Subscription],
     ) -> list[int]:
         hit_ids: list[int] = []
-        feed = s.get(FeedRow, update_.feed_id)
         if feed is None:
             raise StorageError(f"feed {update_.feed_id} vanished during its poll")
         assert feed.id is not None
-        known = known_guids(s, feed.id, {item.article.guid for item in articles})
-        fresh = [item for item in articles if item.article.guid not in known]
+        if articles:
+            known = known_guids(s, feed.id, {item.article.guid for item in articles})
+            fresh = [item for item in articles if item.article.guid not in known]
+        else:
+            fresh = []
         if fresh:
             lock_stories(s)
         fresh_articles = [item.article for item in fresh]

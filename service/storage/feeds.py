@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
@@ -19,6 +19,22 @@ from service.types import (
     FeedUpdate,
     FetchStatus,
 )
+
+# Ids per IN (...) list when loading feed rows (well under every driver's parameter bound).
+FEED_CHUNK = 500
+
+
+def feed_rows(s: Session, ids: Iterable[int]) -> dict[int, FeedRow]:
+    """The feed rows with these ids, by id, loaded into the session in one query per
+    FEED_CHUNK ids (a missing id is simply absent)."""
+    wanted = sorted(set(ids))
+    rows: dict[int, FeedRow] = {}
+    for i in range(0, len(wanted), FEED_CHUNK):
+        chunk = wanted[i : i + FEED_CHUNK]
+        for row in s.exec(select(FeedRow).where(col(FeedRow.id).in_(chunk))).all():
+            assert row.id is not None
+            rows[row.id] = row
+    return rows
 
 
 class FeedStore(StoreBase):

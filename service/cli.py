@@ -51,7 +51,7 @@ class Parts:
 def _open_storage(cfg: Config, migrate_schema: bool = True) -> Any:
     from service.storage import Storage, make_engine, migrate
 
-    engine = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
     if migrate_schema:
         before, after = migrate(engine)
         if before != after:
@@ -182,7 +182,7 @@ def _wait_for_database(engine: Any, wait_s: float) -> None:
 def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     from service.storage import make_engine, migrate
 
-    engine = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
     try:
         _wait_for_database(engine, args.wait)
         before, after = migrate(engine)
@@ -331,7 +331,7 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
 
     from service.storage import check_schema, make_engine
 
-    engine = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
     try:
         check_schema(engine)
     finally:

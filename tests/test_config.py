@@ -94,6 +94,7 @@ BAD_CONFIGS = [
     ("[matcher]\nthreshold = 2\n", "matcher.threshold", "0.5"),
     ('[api]\ntoken = "x"\n', "api.token", "DW_API_TOKEN"),
     ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
+    ("[database]\nsqlite_cache_mb = 0\n", "database.sqlite_cache_mb", "positive"),
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),

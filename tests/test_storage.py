@@ -241,6 +241,14 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert migrate(engine) == (after, after)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -32 * 1024  # the default
+    engine.dispose()
+
+
+def test_sqlite_cache_size_comes_from_the_config(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}", sqlite_cache_mb=5)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -5 * 1024
     engine.dispose()
 
 

@@ -22,7 +22,7 @@ from service.storage import Storage, check_schema, make_engine
 def create_app_from_env() -> FastAPI:
     """Build the API from ``DW_CONFIG`` (default config file when unset)."""
     cfg = load_config(os.environ.get("DW_CONFIG"))
-    engine = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
     check_schema(engine)
     storage = Storage(engine)
     app = create_app(

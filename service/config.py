@@ -78,7 +78,7 @@ SETTINGS: tuple[Setting, ...] = (
         "database",
         "sqlite_cache_mb",
         "int",
-        32,
+        16,
         "SQLite page cache of each connection, in MB: a first poll inserts 32 band keys an "
         "article at random places of one index, and SQLite's 2 MB default re-reads those "
         "pages from the OS at every insert (ignored for PostgreSQL)",

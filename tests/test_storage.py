@@ -241,7 +241,7 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert migrate(engine) == (after, after)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA cache_size")).scalar() == -32 * 1024  # the default
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -16 * 1024  # the default
     engine.dispose()
 
 

@@ -48,8 +48,9 @@ PG_PLAN_CACHE_MODE = "force_custom_plan"
 # SQLite's page cache per connection, in MB, unless the config says otherwise
 # ([database].sqlite_cache_mb). SQLite's own default is 2 MB: a first poll's band-key
 # inserts (32 an article, at random places of one index) then fetch most pages from the OS
-# again; 32 MB stored a first poll's articles ~25 % faster (bench/bench_poll.py).
-DEFAULT_SQLITE_CACHE_MB = 32
+# again. 32 MB stored a first poll's articles ~25 % faster than 2 MB, 8 MB ~10 %
+# (bench/bench_stages.py); 16 MB keeps a 5,000-feed first poll within its memory target.
+DEFAULT_SQLITE_CACHE_MB = 16
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any, cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> None:
@@ -74,7 +75,12 @@ def make_engine(url: str, sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> Eng
         if db and db != ":memory:":
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            # Reuse the most recently returned connection: each has its own page cache,
+            # and taking them in turn (the pool's default) filled two or three of them
+            # (+60 MB resident at 5,000 feeds; bench/bench_poll.py).
+            pool_use_lifo=True,
         )
         event.listen(
             engine, "connect", functools.partial(_sqlite_pragmas, cache_mb=sqlite_cache_mb)

@@ -346,6 +346,7 @@ def run_ours(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from service.cli import build
     from service.config import load_config
+    from service.heap import freeze_startup_heap
 
     feeds = "".join(f'[[feeds]]\nurl = "{u}"\n' for u in urls)
     config = tmp / "bench.toml"
@@ -359,6 +360,7 @@ def run_ours(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
     cfg = load_config(config, env={})
     out: dict[str, Any] = {}
     with build(cfg) as parts:
+        freeze_startup_heap()  # as the run and worker commands do before polling
         todo = parts.storage.enabled_feeds()
         for phase in ("first", "unchanged"):
             workers = parts.poller.parse_pool.worker_pids()

@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.api import create_app  # noqa: E402
-from service.api.factory import freeze_startup_heap  # noqa: E402
 from service.api.hits import hits_csv, hits_page_body  # noqa: E402
+from service.heap import freeze_startup_heap  # noqa: E402
 from service.search import Cursor, encode_cursor  # noqa: E402
 from service.storage import Storage, make_engine, migrate  # noqa: E402
 from service.types import HitQuery  # noqa: E402

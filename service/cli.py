@@ -199,7 +199,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
-    from service.api.factory import freeze_startup_heap
+    from service.heap import freeze_startup_heap
 
     with build(cfg) as parts:
         # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
@@ -289,6 +289,8 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from service.heap import freeze_startup_heap
+
     with build(cfg) as parts:
         scheduler = _scheduler(cfg, parts)
         metrics_server = _serve_worker_metrics(cfg, scheduler.metrics)
@@ -308,6 +310,7 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         _reload_rules_on_sighup(cfg, parts.poller)
+        freeze_startup_heap()
         scheduler.start()
         try:
             while not stop.wait(1.0):

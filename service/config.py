@@ -31,6 +31,7 @@ from service.decide import parse_duration
 from service.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_SQLITE_CACHE_MB",
     "SETTINGS",
     "TOPICS",
     "WEBHOOK_FORMATS",
@@ -45,6 +46,13 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "config/detainer-watch.toml"
+
+# SQLite's page cache per connection, in MB ([database].sqlite_cache_mb; also what
+# ``storage.make_engine`` uses when not told). SQLite's own default is 2 MB: a first poll's
+# band-key inserts (32 an article, at random places of one index) then fetch most pages
+# from the OS again (bench/bench_stages.py --sqlite-cache-mb N compares sizes); 16 MB keeps
+# a 5,000-feed first poll within its memory target (bench/bench_poll.py --feeds 5000).
+DEFAULT_SQLITE_CACHE_MB = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
         "database",
         "sqlite_cache_mb",
         "int",
-        16,
+        DEFAULT_SQLITE_CACHE_MB,
         "SQLite page cache of each connection, in MB: a first poll inserts 32 band keys an "
         "article at random places of one index, and SQLite's 2 MB default re-reads those "
         "pages from the OS at every insert (ignored for PostgreSQL)",

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from service.config import DEFAULT_SQLITE_CACHE_MB
 from service.errors import StorageError
 
 if TYPE_CHECKING:
@@ -45,15 +46,7 @@ MIGRATION_LOCK_KEY = 0x64772D6D69677261
 PG_PLAN_CACHE_MODE = "force_custom_plan"
 
 
-# SQLite's page cache per connection, in MB, unless the config says otherwise
-# ([database].sqlite_cache_mb). SQLite's own default is 2 MB: a first poll's band-key
-# inserts (32 an article, at random places of one index) then fetch most pages from the OS
-# again. 32 MB stored a first poll's articles ~25 % faster than 2 MB, 8 MB ~10 %
-# (bench/bench_stages.py); 16 MB keeps a 5,000-feed first poll within its memory target.
-DEFAULT_SQLITE_CACHE_MB = 16
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any, cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, cache_mb: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the poller's writes
     cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; fsync at checkpoints
@@ -78,8 +71,9 @@ def make_engine(url: str, sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> Eng
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             # Reuse the most recently returned connection: each has its own page cache,
-            # and taking them in turn (the pool's default) filled two or three of them
-            # (+60 MB resident at 5,000 feeds; bench/bench_poll.py).
+            # and taking them in turn (the pool's default) warms several instead of one
+            # (with 32 MB caches taken in turn, a 5,000-feed first poll peaked at 281 MB
+            # in all processes; bench/bench_poll.py --feeds 5000).
             pool_use_lifo=True,
         )
         event.listen(

@@ -21,7 +21,9 @@ each round, side by side:
   `pip install reader sgmllib3k`; skipped with a message when that fails.
 
 Each side runs in its own process so CPU time and peak RSS are its own. CPU is process
-time (user + system) of the main process plus the parse worker processes. Prints a
+time (user + system) of the main process plus the parse worker processes; the main
+process's share and the part of it spent in garbage collection are shown too
+(``--no-freeze`` leaves the start-up heap to the collector, as before `worker` froze it). Prints a
 markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
 --rounds 1` checks peak memory at scale.
 """
@@ -29,6 +31,7 @@ markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -342,7 +345,22 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_ours(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
+class _GcClock:
+    """CPU seconds the garbage collector spends in this process's collections (each
+    timed in the thread that runs it, so other threads' work is not counted)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+
+
+def run_ours(urls: list[str], tmp: Path, concurrency: int, freeze: bool = True) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from service.cli import build
     from service.config import load_config
@@ -359,20 +377,27 @@ def run_ours(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
     )
     cfg = load_config(config, env={})
     out: dict[str, Any] = {}
+    gc_clock = _GcClock()
+    gc.callbacks.append(gc_clock)
     with build(cfg) as parts:
-        freeze_startup_heap()  # as the run and worker commands do before polling
+        if freeze:
+            freeze_startup_heap()  # as the run and worker commands do before polling
         todo = parts.storage.enabled_feeds()
         for phase in ("first", "unchanged"):
             workers = parts.poller.parse_pool.worker_pids()
-            cpu0 = time.process_time() + sum(_cpu_of(p) for p in workers)
+            main0, gc0 = time.process_time(), gc_clock.seconds
+            workers0 = sum(_cpu_of(p) for p in workers)
             t0 = time.perf_counter()
             reports = parts.poller.poll(todo)
             wall = time.perf_counter() - t0
+            main_cpu = time.process_time() - main0
             workers = parts.poller.parse_pool.worker_pids()
-            cpu = time.process_time() + sum(_cpu_of(p) for p in workers) - cpu0
+            workers_cpu = sum(_cpu_of(p) for p in workers) - workers0
             out[phase] = {
                 "wall_s": wall,
-                "cpu_s": cpu,
+                "cpu_s": main_cpu + workers_cpu,
+                "main_cpu_s": main_cpu,
+                "gc_s": gc_clock.seconds - gc0,
                 "feeds": len(reports),
                 "items": sum(r.new_items for r in reports),
                 "hits": sum(r.hits for r in reports),
@@ -442,8 +467,12 @@ def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def run_ours_subprocess(urls: list[str], tmp: Path, concurrency: int) -> dict[str, Any]:
+def run_ours_subprocess(
+    urls: list[str], tmp: Path, concurrency: int, freeze: bool = True
+) -> dict[str, Any]:
     args = [sys.executable, __file__, "--_ours", str(tmp), "--workers", str(concurrency)]
+    if not freeze:
+        args.append("--no-freeze")
     done = subprocess.run(args, input=json.dumps(urls), capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"our poll failed:\n{done.stderr[-3000:]}")
@@ -504,6 +533,20 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
             "lower",
         ),
         row(
+            "first poll: CPU s, main process",
+            _median(ours, "first", "main_cpu_s"),
+            None,
+            ".2f",
+            "lower",
+        ),
+        row(
+            "first poll: CPU s, main process, in garbage collection",
+            _median(ours, "first", "gc_s"),
+            None,
+            ".2f",
+            "lower",
+        ),
+        row(
             "no-change poll (304): client CPU ms/feed",
             per_feed_ms(ours, "cpu_s"),
             t and per_feed_ms(t, "cpu_s"),
@@ -542,11 +585,16 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=20, help="our fetch concurrency")
     ap.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     ap.add_argument("--no-reader", action="store_true")
+    ap.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the start-up heap in the garbage collector (run and worker freeze it)",
+    )
     ap.add_argument("--_ours", metavar="TMP", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._ours:
         urls = json.loads(sys.stdin.read())
-        print(json.dumps(run_ours(urls, Path(args._ours), args.workers)))
+        print(json.dumps(run_ours(urls, Path(args._ours), args.workers, not args.no_freeze)))
         return 0
     if not (SHARED / "feeds").is_dir():
         print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
@@ -559,15 +607,16 @@ def main() -> int:
         honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
         ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
         ours, ign, theirs = [], [], []
+        freeze = not args.no_freeze
         for i in range(args.rounds):
             for kind in ("ours", "ignorant", "reader"):
                 run_dir = tmp / f"{kind}-{i}"
                 run_dir.mkdir()
                 if kind == "ours":
-                    ours.append(run_ours_subprocess(honest, run_dir, args.workers))
+                    ours.append(run_ours_subprocess(honest, run_dir, args.workers, freeze))
                     result = ours[-1]
                 elif kind == "ignorant":
-                    ign.append(run_ours_subprocess(ignoring, run_dir, args.workers))
+                    ign.append(run_ours_subprocess(ignoring, run_dir, args.workers, freeze))
                     result = ign[-1]
                 elif python is not None:
                     theirs.append(run_reader(python, honest, run_dir))
@@ -579,7 +628,8 @@ def main() -> int:
         f"{len(names)} feeds ({size / 1e6:.1f} MB, median "
         f"{statistics.median((ours + ign)[0]['first']['items'] / len(names) for _ in [0]):.0f}"
         f" new items per feed), server: {servers.kind}; {args.rounds} rounds, "
-        f"{os.cpu_count()} CPUs; ours: concurrency {args.workers}, per-host delay 0; "
+        f"{os.cpu_count()} CPUs; ours: concurrency {args.workers}, per-host delay 0, "
+        f"start-up heap {'frozen' if not args.no_freeze else 'not frozen'}; "
         "reader: update_feeds(workers=20)\n"
     )
     print(table(ours, ign, theirs))

@@ -1,6 +1,6 @@
 """Where a first poll's CPU goes: each step of the poll path, per article, in one process.
 
-    .venv/bin/python bench/bench_stages.py [--feeds 200] [--rounds 3]
+    .venv/bin/python bench/bench_stages.py [--feeds 200] [--rounds 3] [--sqlite-cache-mb 16]
 
 One command, under a minute. It builds bench/bench_poll.py's feed set (the real feeds of
 ../shared/feeds plus generated RSS of ~65 KB with 25 items) in memory and times, with
@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_poll import SHARED, build_corpus  # noqa: E402
 from service.cli import build  # noqa: E402
-from service.config import load_config  # noqa: E402
+from service.config import DEFAULT_SQLITE_CACHE_MB, load_config  # noqa: E402
 from service.errors import ParseError  # noqa: E402
 from service.normalize import normalize_entry  # noqa: E402
 from service.parse import parse_feed  # noqa: E402
@@ -97,7 +97,7 @@ def _parse_all(docs: list[tuple[str, bytes]], **flags: bool) -> list[tuple[str, 
     return parsed
 
 
-def one_round(docs: list[tuple[str, bytes]], tmp: Path) -> dict[str, float]:
+def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> dict[str, float]:
     """CPU seconds of each step over ``docs``, and the article count."""
     out: dict[str, float] = {}
     out["parse, feedparser defaults"] = _cpu(
@@ -118,7 +118,8 @@ def one_round(docs: list[tuple[str, bytes]], tmp: Path) -> dict[str, float]:
     )
     config = tmp / "bench.toml"
     config.write_text(
-        f'[database]\nurl = "sqlite:///{tmp / "dw.db"}"\n[matcher]\nrules = "{RULES}"\n'
+        f'[database]\nurl = "sqlite:///{tmp / "dw.db"}"\nsqlite_cache_mb = {cache_mb}\n'
+        f'[matcher]\nrules = "{RULES}"\n'
         + "".join(f'[[feeds]]\nurl = "{url}"\n' for url, _ in parsed)
         + "[network]\nallow_private_addresses = true\n",
         encoding="utf-8",
@@ -174,6 +175,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--feeds", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--sqlite-cache-mb",
+        type=int,
+        default=DEFAULT_SQLITE_CACHE_MB,
+        help="[database].sqlite_cache_mb of the storing step (default: the setting's)",
+    )
     args = ap.parse_args()
     if not (SHARED / "feeds").is_dir():
         print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
@@ -188,12 +195,12 @@ def main() -> int:
         for i in range(args.rounds):
             run_dir = tmp / f"round-{i}"
             run_dir.mkdir()
-            runs.append(one_round(docs, run_dir))
+            runs.append(one_round(docs, run_dir, args.sqlite_cache_mb))
         rss_built = built_rss_mb(tmp)
     n = runs[0]["articles"]
     print(
         f"{len(docs)} feeds, {int(n):,} articles stored; {args.rounds} rounds, median; "
-        "CPU of one process (time.process_time)\n"
+        f"CPU of one process (time.process_time); SQLite cache {args.sqlite_cache_mb} MB\n"
     )
     print("| step | µs per article |")
     print("|---|---:|")

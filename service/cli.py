@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from service import __version__
 from service.config import Config, load_config
 from service.errors import ConfigError, DetainerWatchError
+from service.heap import freeze_startup_heap
 
 log = logging.getLogger("service")
 
@@ -199,7 +200,6 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
-    from service.heap import freeze_startup_heap
 
     with build(cfg) as parts:
         # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
@@ -288,8 +288,6 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
     against one PostgreSQL database; they share the work through leases in the database."""
     import signal
     import threading
-
-    from service.heap import freeze_startup_heap
 
     with build(cfg) as parts:
         scheduler = _scheduler(cfg, parts)

@@ -15,9 +15,10 @@ def freeze_startup_heap() -> None:
 
     A full collection walks every tracked object. With the ~130,000 a started API holds it
     paused whichever request set it off for 70-90 ms, every few hundred requests on the
-    2-core VM, against 1-4 ms once they are frozen (README "Query performance"); a poller
-    spent ~9 % of a 500-feed first poll's CPU and ~0.15 ms of each 304 poll in collections
-    that walked its matcher again and again, about half that frozen (bench/bench_poll.py).
+    2-core VM, against 1-4 ms once they are frozen (README "Query performance"). A poller's
+    collections walked its matcher and gazetteer again and again: 0.57 s of a 500-feed
+    first poll's 6.98 s of main-process CPU, 0.25 s frozen (bench/bench_poll.py, with and
+    without --no-freeze).
     The cost: a reference cycle among those objects dropped later is never freed.
     """
     gc.collect()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -51,8 +51,15 @@ class ArticleStore(FeedStore):
 
     def known_guids(self, feed_id: int, guids: Iterable[str]) -> set[str]:
         """Which of these entry ids this feed has already stored."""
+        return self.known_guids_by_feed({feed_id: guids}).get(feed_id, set())
+
+    def known_guids_by_feed(self, guids: Mapping[int, Iterable[str]]) -> dict[int, set[str]]:
+        """Which of each feed's entry ids it has already stored, in one transaction: a
+        poll's batch of feeds costs one session instead of one each."""
+        if not guids:
+            return {}
         with self._session() as s:
-            return known_guids(s, feed_id, guids)
+            return {feed_id: known_guids(s, feed_id, ids) for feed_id, ids in guids.items()}
 
     def known_story_keys(self, urls: Iterable[str], hashes: Iterable[str]) -> set[str]:
         """Which canonical URLs / content hashes already belong to a stored story."""

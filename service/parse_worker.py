@@ -1,11 +1,11 @@
 """The CPU-bound middle of a poll: feed bytes -> parsed feed, articles and fingerprints.
 
-Pure, and light to import (feedparser, ``parse``, ``normalize``, ``stories``; no HTTP
-client, no database), because it runs in worker processes: feedparser, HTML-to-text and
-shingling are pure Python and hold the GIL, so threads cannot spread them over cores while
-processes can (bench/bench_poll.py measures both). ``ParsePool`` owns those processes. This
-module does not fetch, decide what is new or store anything (``pipeline`` does).
-"""
+Pure, and light to import (feedparser, ``parse``, ``normalize``, ``stories``, the matcher's
+prefilter; no HTTP client, no database), because it runs in worker processes: feedparser,
+HTML-to-text and shingling are pure Python and hold the GIL, so threads cannot spread them
+over cores while processes can (bench/bench_poll.py measures both). ``ParsePool`` owns those
+processes. This module does not fetch, decide what is new or store anything (``pipeline``
+does), nor run the matcher past its first step."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from service.errors import ParseError
+from service.match.prefilter import Prefilter
 from service.normalize import normalize_entry
 from service.parse import parse_feed
 from service.stories import article_fingerprint
@@ -38,10 +39,16 @@ class ParsedDocument:
     articles: tuple[Article, ...]
     fingerprints: tuple[Fingerprint, ...]
     error: str | None
+    # Whether each article holds a matcher anchor (``Prefilter.holds_anchor``); ``None``
+    # when parsed without a prefilter (then every article goes to the matcher).
+    anchored: tuple[bool, ...] | None = None
 
 
-def parse_document(body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
-    """Parse, normalise and fingerprint a feed document (``url``: its final URL)."""
+def parse_document(
+    body: bytes, headers: Mapping[str, str], url: str, prefilter: Prefilter | None = None
+) -> ParsedDocument:
+    """Parse, normalise and fingerprint a feed document (``url``: its final URL), and with a
+    ``prefilter`` flag the articles that hold an anchor."""
     try:
         parsed = parse_feed(body, headers, url)
     except ParseError as e:
@@ -50,7 +57,25 @@ def parse_document(body: bytes, headers: Mapping[str, str], url: str) -> ParsedD
         return ParsedDocument(None, (), (), f"malformed feed: {parsed.bozo_error}")
     articles = tuple(normalize_entry(entry, parsed.title, url) for entry in parsed.entries)
     prints = tuple(article_fingerprint(a) for a in articles)
-    return ParsedDocument(replace(parsed, entries=()), articles, prints, None)
+    anchored = (
+        None
+        if prefilter is None
+        else tuple(prefilter.holds_anchor(a.title, a.summary, a.text) for a in articles)
+    )
+    return ParsedDocument(replace(parsed, entries=()), articles, prints, None, anchored)
+
+
+# The prefilter of this worker process, set once by ``_start_worker`` (never at import).
+_worker_prefilter: Prefilter | None = None
+
+
+def _start_worker(prefilter: Prefilter | None) -> None:
+    global _worker_prefilter
+    _worker_prefilter = prefilter
+
+
+def _parse_in_worker(body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
+    return parse_document(body, headers, url, _worker_prefilter)
 
 
 class ParsePool:
@@ -61,8 +86,12 @@ class ParsePool:
     threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
     """
 
-    def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES) -> None:
+    def __init__(
+        self, processes: int = DEFAULT_PARSE_PROCESSES, prefilter: Prefilter | None = None
+    ) -> None:
         self.processes = processes
+        # Handed to each worker once, when it starts (it rebuilds the automaton there).
+        self.prefilter = prefilter
         self._executor: ProcessPoolExecutor | None = None
 
     def submit(
@@ -74,12 +103,19 @@ class ParsePool:
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
-        return self._executor.submit(parse_document, body, dict(headers), url)
+            self._executor = ProcessPoolExecutor(
+                self.processes,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(self.prefilter,),
+            )
+        return self._executor.submit(_parse_in_worker, body, dict(headers), url)
 
     def parse(self, body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
         future = self.submit(body, headers, url)
-        return parse_document(body, headers, url) if future is None else future.result()
+        if future is None:
+            return parse_document(body, headers, url, self.prefilter)
+        return future.result()
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for the benchmark's CPU and memory figures)."""

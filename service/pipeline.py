@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -92,6 +92,7 @@ class _Fetched:
     body_hash: str | None
     error: str | None
     fingerprints: tuple[Fingerprint, ...] = ()  # of each of ``articles``
+    anchored: tuple[bool, ...] | None = None  # whether each holds an anchor; None: unknown
 
 
 def _fetch_and_parse(fetcher: Fetcher, parser: ParsePool, feed: FeedRecord) -> _Fetched:
@@ -106,7 +107,9 @@ def _fetch_and_parse(fetcher: Fetcher, parser: ParsePool, feed: FeedRecord) -> _
     # The body is not needed past here; dropping it keeps a pass's memory to the parsed
     # documents waiting to be stored.
     result = replace(result, body=None)
-    return _Fetched(feed, result, doc.parsed, doc.articles, body_hash, doc.error, doc.fingerprints)
+    return _Fetched(
+        feed, result, doc.parsed, doc.articles, body_hash, doc.error, doc.fingerprints, doc.anchored
+    )
 
 
 # Fetched documents waiting to be stored, per fetch thread: storing is one thread, so
@@ -197,7 +200,7 @@ class Poller:
         self.worker_id = worker_id or worker_name()
         # Where documents are parsed: worker processes (cli builds one per core), or the
         # fetch thread itself when none is given (tests, one-feed commands).
-        self.parse_pool = parse_pool or ParsePool(processes=0)
+        self.parse_pool = parse_pool or ParsePool(processes=0, prefilter=matcher.prefilter)
         self.fetcher = fetcher
         self.matcher = matcher
         self.settings = settings
@@ -248,7 +251,15 @@ class Poller:
         """Store a batch of fetched feeds in one transaction; a report per feed."""
         started = time.monotonic()
         now = self.clock()
-        prepared = [self._prepare(f, now) for f in batch]
+        # Which entries the batch's feeds already stored, in one transaction (a session per
+        # feed was a tenth of the storing thread's first-poll time; bench/bench_poll.py).
+        # A 304 or an unchanged body has no articles and asks nothing.
+        asked: dict[int, set[str]] = {}
+        for f in batch:
+            if f.error is None and f.articles:
+                asked.setdefault(f.feed.id, set()).update(a.guid for a in f.articles)
+        known = self.storage.known_guids_by_feed(asked)
+        prepared = [self._prepare(f, now, known.get(f.feed.id, set())) for f in batch]
         try:
             hit_lists = self.storage.record_polls(prepared, now, self.settings.stories)
         except StorageError:
@@ -265,38 +276,21 @@ class Poller:
             for f, (update, _), hit_ids in zip(batch, prepared, hit_lists, strict=True)
         ]
 
-    def _prepare(self, f: _Fetched, now: datetime) -> tuple[FeedUpdate, list[NewArticle]]:
-        """What to store of one fetched feed: its state and its new, matched articles."""
+    def _prepare(
+        self, f: _Fetched, now: datetime, known: Collection[str]
+    ) -> tuple[FeedUpdate, list[NewArticle]]:
+        """What to store of one fetched feed: its state and its new, matched articles
+        (``known``: the entry ids of its articles that the feed already stored)."""
         feed = f.feed
         items: list[NewArticle] = []
         if f.error is None:
-            # A 304 or an unchanged body has no articles: no look-up (a transaction each).
-            known = (
-                self.storage.known_guids(feed.id, (a.guid for a in f.articles))
-                if f.articles
-                else set()
-            )
             fresh = [a for a in f.articles if a.guid not in known]
             # Deduplicate within the document too (some feeds repeat an entry).
             fresh = list({a.guid: a for a in reversed(fresh)}.values())[::-1]
-            # Copies within this document are matched once (``assign_stories`` without
-            # stored candidates: pure, ~20 us an article). Which stored story an article
-            # joins, and so whether its story already has a hit, is looked up once, in
-            # record_poll under the story lock; looking it up here too to spare the matcher
-            # (~40 us an article) cost more than it saved (bench/bench_poll.py).
             # Fingerprints come with the articles from the parse workers.
             print_of = {id(a): fp for a, fp in zip(f.articles, f.fingerprints, strict=False)}
             prints = [print_of.get(id(a)) or article_fingerprint(a) for a in fresh]
-            choices = assign_stories(fresh, prints, [], self.settings.stories, now)
-            flagged: list[bool] = []
-            for a, fp, choice in zip(fresh, prints, choices, strict=True):
-                match = (
-                    self.matcher.classify(a.title, a.summary, a.text)
-                    if needs_match(choice, flagged)
-                    else None
-                )
-                flagged.append(match is not None and match.flagged)
-                items.append(NewArticle(article=a, match=match, fingerprint=fp))
+            items = self._matched(f, fresh, prints, now)
             # 304s and unchanged bodies count too: they are the quiet stretches of the rate.
             rate = items_per_hour(feed.items_per_hour, len(items), feed.last_checked_at, now)
             interval = self._interval(f, rate, now)
@@ -341,6 +335,42 @@ class Poller:
                 ),
             )
         return update, items
+
+    def _matched(
+        self, f: _Fetched, fresh: list[Article], prints: list[Fingerprint], now: datetime
+    ) -> list[NewArticle]:
+        """The fresh articles of a document with their matches (``None``: not matched,
+        because an earlier copy in the document was flagged)."""
+        # The parse workers ran the matcher's first step: an article without an anchor gets
+        # the matcher's "nothing matched" without being scanned again.
+        anchored = (
+            None
+            if f.anchored is None
+            else {id(a) for a, held in zip(f.articles, f.anchored, strict=False) if held}
+        )
+        if anchored is not None and not any(id(a) in anchored for a in fresh):
+            # Nothing to match in the whole document, so finding its copies (below) could
+            # not spare the matcher anything: most documents of general news.
+            no_match = self.matcher.no_match
+            return [NewArticle(a, no_match, fp) for a, fp in zip(fresh, prints, strict=True)]
+        # Copies within this document are matched once (``assign_stories`` without stored
+        # candidates: pure, ~20 us an article). Which stored story an article joins, and so
+        # whether its story already has a hit, is looked up once, in record_poll under the
+        # story lock; looking it up here too to spare the matcher (~40 us an article) cost
+        # more than it saved (bench/bench_poll.py).
+        choices = assign_stories(fresh, prints, [], self.settings.stories, now)
+        items: list[NewArticle] = []
+        flagged: list[bool] = []
+        for a, fp, choice in zip(fresh, prints, choices, strict=True):
+            if not needs_match(choice, flagged):
+                match = None
+            elif anchored is not None and id(a) not in anchored:
+                match = self.matcher.no_match
+            else:
+                match = self.matcher.classify(a.title, a.summary, a.text)
+            flagged.append(match is not None and match.flagged)
+            items.append(NewArticle(article=a, match=match, fingerprint=fp))
+        return items
 
     def _report(
         self, f: _Fetched, update: FeedUpdate, hit_ids: Sequence[int], store_s: float

@@ -15,11 +15,8 @@ Does not: fetch, store, or read anything after ``load`` — it is pure and immut
 
 from __future__ import annotations
 
-import itertools
 from bisect import bisect_left
 from pathlib import Path
-
-import ahocorasick
 
 from service.errors import ConfigError
 from service.types import Evidence, Jurisdiction, MatchResult
@@ -28,14 +25,11 @@ from .entities import EntityFinder
 from .events import choose_event
 from .gazetteer import Gazetteer, Place, PlaceMention, read_places
 from .lexicon import TOPICS, Lexicon, load_lexicon
+from .prefilter import Prefilter
 from .scoring import SentenceHit, analyse_sentence, noisy_or
 from .senses import SenseChecker
-from .text import bounded, sentence_spans
+from .text import sentence_spans
 
-# Field lengths we read. A title past 2,000 characters is not a headline; 200,000 characters of
-# body (~30 printed pages) is far beyond an RSS item, and the cap bounds the time a hostile or
-# broken 1 MB item can cost. Offsets stay valid: we only ever read a prefix.
-MAX_FIELD_CHARS = {"title": 2_000, "summary": 50_000, "text": 200_000}
 # Most jurisdictions one result lists (most relevant first).
 MAX_JURISDICTIONS = 10
 
@@ -49,17 +43,11 @@ class Matcher:
         self.threshold = threshold
         self._gazetteer = gazetteer
         self._entities = EntityFinder(lexicon.entities)
-        # The prefilter scans the text as given: lower-casing a copy first would cost ~7 µs/KB
-        # more, so the automaton holds each anchor as lower, Title and UPPER case per word
-        # ("trust act", "Trust Act", "TRUST Act", ...). Odd mixed case ("SaNcTuArY") is not
-        # an anchor - an accepted loss, documented in docs/matcher.md.
-        self._auto = ahocorasick.Automaton()
-        for word, prefix in lexicon.anchors:
-            forms = [(w, w.capitalize(), w.upper()) for w in word.split(" ")]
-            for combo in itertools.product(*forms):
-                self._auto.add_word(" ".join(combo), (len(word), prefix))
-        self._auto.make_automaton()
-        self._empty = MatchResult(
+        # Step 1, shared with the parse workers that flag articles before they get here.
+        self.prefilter = Prefilter(lexicon.anchors)
+        # What an item without anything to match gets (the pipeline uses it too, for the
+        # articles the parse workers found no anchor in).
+        self.no_match = MatchResult(
             flagged=False,
             score=0.0,
             topics=(),
@@ -96,24 +84,13 @@ class Matcher:
 
     def anchors(self, text: str) -> list[int]:
         """Start offsets of prefilter anchors in ``text`` (sorted)."""
-        if not text:
-            return []
-        out = []
-        for end_idx, (length, prefix) in self._auto.iter(text):
-            start = end_idx + 1 - length
-            if bounded(text, start, end_idx + 1, prefix=prefix):
-                out.append(start)
-        out.sort()
-        return out
+        return self.prefilter.find(text)
 
     def classify(self, title: str, summary: str = "", text: str = "") -> MatchResult:
-        fields = [
-            (name, (value or "")[: MAX_FIELD_CHARS[name]])
-            for name, value in (("title", title), ("summary", summary), ("text", text))
-        ]
+        fields = self.prefilter.fields(title, summary, text)
         anchors = {name: self.anchors(value) for name, value in fields}
         if not any(anchors.values()):
-            return self._empty
+            return self.no_match
         lex = self.lexicon
         texts = dict(fields)
         senses = SenseChecker(lex.senses, "\n".join(v for _, v in fields))
@@ -134,7 +111,7 @@ class Matcher:
                     if hit is not None:
                         hits.append(hit)
         if not hits:
-            return self._empty
+            return self.no_match
         score = round(noisy_or(h.score for h in hits), 4)
         flagged = score >= self.threshold
         ranked = sorted(hits, key=lambda h: -h.score)

@@ -1,0 +1,138 @@
+"""The matcher's first step, run in the parse workers: same answers as the matcher's own.
+
+An article the workers flag as holding no anchor never reaches ``Matcher.classify``; these
+tests show that the matcher would have found nothing in it (every dev-corpus item and every
+article of every shared feed), that the flags survive the trip to a worker process, and that
+the poller skips the matcher for exactly those articles.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from service.fetch import Fetcher, build_client
+from service.match import Matcher
+from service.match.prefilter import Prefilter
+from service.parse_worker import ParsePool, parse_document
+from service.pipeline import Poller, PollSettings
+from service.storage import Storage
+from service.types import Article
+from tests.conftest import RULES, shared_path
+from tests.seedfeed import other_items, rss, seed_feed
+from tests.servers import FeedServer
+
+T0 = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def matcher() -> Matcher:
+    return Matcher.load(RULES)
+
+
+def _corpus_items() -> list[dict[str, str]]:
+    corpus: Path = shared_path("corpus", "dev.jsonl")
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def _feed_articles(prefilter: Prefilter | None) -> list[tuple[Article, bool | None]]:
+    out: list[tuple[Article, bool | None]] = []
+    for path in sorted(shared_path("feeds").iterdir()):
+        if path.suffix not in {".xml", ".rss", ".atom", ".rdf"}:
+            continue
+        doc = parse_document(path.read_bytes(), {}, f"https://example.org/{path.name}", prefilter)
+        flags = doc.anchored or (None,) * len(doc.articles)
+        out.extend(zip(doc.articles, flags, strict=True))
+    return out
+
+
+def test_no_anchor_means_nothing_matched_in_the_dev_corpus(matcher: Matcher) -> None:
+    items = _corpus_items()
+    unanchored = 0
+    for item in items:
+        parts = (item.get("title", ""), item.get("summary", ""), item.get("text", ""))
+        result = matcher.classify(*parts)
+        if not matcher.prefilter.holds_anchor(*parts):
+            unanchored += 1
+            assert result == matcher.no_match, item["id"]
+        if result.flagged:
+            assert matcher.prefilter.holds_anchor(*parts), item["id"]
+    assert 0 < unanchored < len(items)  # both kinds are exercised
+
+
+def test_no_anchor_means_nothing_matched_in_every_shared_feed(matcher: Matcher) -> None:
+    articles = _feed_articles(matcher.prefilter)
+    assert len(articles) > 100
+    flags = [flag for _, flag in articles]
+    assert True in flags and False in flags
+    for article, anchored in articles:
+        result = matcher.classify(article.title, article.summary, article.text)
+        if not anchored:
+            assert result == matcher.no_match, article.url
+
+
+def test_prefilter_pickles_as_its_anchors(matcher: Matcher) -> None:
+    copy = pickle.loads(pickle.dumps(matcher.prefilter))
+    assert copy.anchors == matcher.prefilter.anchors
+    text = "ICE lodged a detainer; the sanctuary city ignored it. Ice storm, police service."
+    assert copy.find(text) == matcher.prefilter.find(text) != []
+    assert not copy.holds_anchor("Police service budget", "Parks and roads")
+
+
+def test_worker_processes_flag_the_same_articles_as_in_thread(matcher: Matcher) -> None:
+    documents = [seed_feed(), rss(other_items(3))]
+    documents += [p.read_bytes() for p in sorted(shared_path("feeds").glob("*.xml"))[:8]]
+    pool = ParsePool(processes=1, prefilter=matcher.prefilter)
+    try:
+        for body in documents:
+            here = parse_document(body, {}, "https://example.org/f", matcher.prefilter)
+            there = pool.parse(body, {}, "https://example.org/f")
+            assert there.anchored == here.anchored
+            assert there.articles == here.articles
+    finally:
+        pool.close()
+    seed = parse_document(seed_feed(), {}, "https://example.org/f", matcher.prefilter)
+    assert seed.anchored == (True,)
+    quiet = parse_document(rss(other_items(3)), {}, "https://example.org/f", matcher.prefilter)
+    assert quiet.anchored == (False, False, False)
+    assert parse_document(seed_feed(), {}, "https://example.org/f").anchored is None
+
+
+def test_poller_runs_the_matcher_on_anchored_articles_only(
+    storage: Storage, matcher: Matcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classified: list[str] = []
+    real = matcher.classify
+
+    def counting(title: str, summary: str = "", text: str = "") -> object:
+        classified.append(title)
+        return real(title, summary, text)
+
+    monkeypatch.setattr(matcher, "classify", counting)
+    client = build_client("detainer-watch-test", 5, 5, 4)
+    poller = Poller(
+        storage,
+        Fetcher(client, 1_000_000, 10),
+        matcher,
+        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=2),
+        lambda: T0,
+        random.Random(0),
+    )
+    try:
+        with FeedServer() as srv:
+            srv.route("/seed.xml", body=seed_feed())
+            srv.route("/quiet.xml", body=rss(other_items(4)))
+            for path in ("/seed.xml", "/quiet.xml"):
+                storage.add_feed(srv.url(path), T0)
+            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in poller.poll()}
+    finally:
+        client.close()
+    assert reports["seed.xml"].hits == 1
+    assert reports["quiet.xml"].new_items == 4 and reports["quiet.xml"].hits == 0
+    assert len(classified) == 1  # the seed story; the four budget items had no anchor

@@ -11,7 +11,7 @@ from typing import TypeVar
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from service.errors import StorageError
 from service.storage.tables import (
@@ -59,6 +59,12 @@ def _feed_record(row: FeedRow) -> FeedRecord:
         failing_since=_utc(row.failing_since),
         disabled_at=_utc(row.disabled_at),
     )
+
+
+def enabled_subscriptions(s: Session) -> list[Subscription]:
+    """The subscriptions that receive new hits, as records."""
+    rows = s.exec(select(SubscriptionRow).where(SubscriptionRow.enabled == True)).all()  # noqa: E712
+    return [_subscription(r) for r in rows]
 
 
 def _subscription(row: SubscriptionRow) -> Subscription:

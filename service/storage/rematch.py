@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from service.storage.articles import ArticleStore
-from service.storage.base import _subscription, _utc
-from service.storage.tables import ArticleRow, FeedRow, HitRow, StoryRow, SubscriptionRow
+from service.storage.base import _utc, enabled_subscriptions
+from service.storage.tables import ArticleRow, FeedRow, HitRow, StoryRow
 from service.types import Article, MatchResult
 
 # Stories read per query while rematching: bounds memory on a large database.
@@ -105,16 +105,7 @@ class RematchStore(ArticleStore):
             with self._session() as s:
                 if s.exec(select(HitRow.id).where(HitRow.story_id == story_id)).first():
                     return None
-                subs = (
-                    [
-                        _subscription(r)
-                        for r in s.exec(
-                            select(SubscriptionRow).where(SubscriptionRow.enabled == True)  # noqa: E712
-                        ).all()
-                    ]
-                    if deliver
-                    else []
-                )
+                subs = enabled_subscriptions(s) if deliver else []
                 return self._add_hit(s, story_id, article_id, article, match, subs, now, feed_url)
         except IntegrityError:  # a poll gave the story its hit meanwhile
             return None

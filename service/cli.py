@@ -95,12 +95,7 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
             )
             hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
             # Parse processes, started on first use (one per core unless configured).
-            matcher = load_matcher(cfg)
-            # The workers flag articles holding an anchor, so the poller's storing thread
-            # runs the matcher on those only.
-            parse_pool = ParsePool(
-                cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES, matcher.prefilter
-            )
+            parse_pool = ParsePool(cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES)
             parts.clients = (feed_client, hook_client, parse_pool)
             rng = random.Random()
             parts.poller = Poller(
@@ -113,7 +108,7 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
                         cfg["polling.per_host_concurrency"], cfg["polling.per_host_delay"]
                     ),
                 ),
-                matcher=matcher,
+                matcher=load_matcher(cfg),
                 settings=PollSettings(
                     cfg["polling.interval"],
                     cfg["polling.min_interval"],

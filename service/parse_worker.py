@@ -65,17 +65,22 @@ def parse_document(
     return ParsedDocument(replace(parsed, entries=()), articles, prints, None, anchored)
 
 
-# The prefilter of this worker process, set once by ``_start_worker`` (never at import).
-_worker_prefilter: Prefilter | None = None
+# The last prefilter a worker process built, by its anchors: every task names the anchors of
+# the poller's current rules (a SIGHUP reload changes them), and rebuilding the automaton for
+# each document would cost more than the prefilter saves. Filled by tasks, never at import.
+_worker_prefilters: dict[tuple[tuple[str, bool], ...], Prefilter] = {}
 
 
-def _start_worker(prefilter: Prefilter | None) -> None:
-    global _worker_prefilter
-    _worker_prefilter = prefilter
-
-
-def _parse_in_worker(body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
-    return parse_document(body, headers, url, _worker_prefilter)
+def _parse_in_worker(
+    body: bytes, headers: Mapping[str, str], url: str, anchors: tuple[tuple[str, bool], ...] | None
+) -> ParsedDocument:
+    prefilter = None
+    if anchors is not None:
+        prefilter = _worker_prefilters.get(anchors)
+        if prefilter is None:
+            _worker_prefilters.clear()
+            prefilter = _worker_prefilters[anchors] = Prefilter(anchors)
+    return parse_document(body, headers, url, prefilter)
 
 
 class ParsePool:
@@ -86,35 +91,39 @@ class ParsePool:
     threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
     """
 
-    def __init__(
-        self, processes: int = DEFAULT_PARSE_PROCESSES, prefilter: Prefilter | None = None
-    ) -> None:
+    def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES) -> None:
         self.processes = processes
-        # Handed to each worker once, when it starts (it rebuilds the automaton there).
-        self.prefilter = prefilter
         self._executor: ProcessPoolExecutor | None = None
 
     def submit(
-        self, body: bytes, headers: Mapping[str, str], url: str
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        url: str,
+        prefilter: Prefilter | None = None,
     ) -> Future[ParsedDocument] | None:
-        """Start parsing in a worker; ``None`` when this pool parses in-thread."""
+        """Start parsing in a worker; ``None`` when this pool parses in-thread. With a
+        ``prefilter``, the worker flags the articles holding one of its anchors (it builds
+        the automaton once per set of anchors and keeps the last)."""
         if self.processes <= 0:
             return None
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-            self._executor = ProcessPoolExecutor(
-                self.processes,
-                mp_context=context,
-                initializer=_start_worker,
-                initargs=(self.prefilter,),
-            )
-        return self._executor.submit(_parse_in_worker, body, dict(headers), url)
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
+        anchors = None if prefilter is None else prefilter.anchors
+        return self._executor.submit(_parse_in_worker, body, dict(headers), url, anchors)
 
-    def parse(self, body: bytes, headers: Mapping[str, str], url: str) -> ParsedDocument:
-        future = self.submit(body, headers, url)
+    def parse(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        url: str,
+        prefilter: Prefilter | None = None,
+    ) -> ParsedDocument:
+        future = self.submit(body, headers, url, prefilter)
         if future is None:
-            return parse_document(body, headers, url, self.prefilter)
+            return parse_document(body, headers, url, prefilter)
         return future.result()
 
     def worker_pids(self) -> list[int]:

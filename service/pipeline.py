@@ -35,6 +35,7 @@ from service.decide import (
 from service.errors import StorageError
 from service.fetch import Fetcher
 from service.match import Matcher
+from service.match.prefilter import Prefilter
 from service.parse_worker import ParsePool
 from service.politeness import host_key
 from service.storage import Storage
@@ -93,9 +94,12 @@ class _Fetched:
     error: str | None
     fingerprints: tuple[Fingerprint, ...] = ()  # of each of ``articles``
     anchored: tuple[bool, ...] | None = None  # whether each holds an anchor; None: unknown
+    prefilter: Prefilter | None = None  # whose anchors ``anchored`` is about
 
 
-def _fetch_and_parse(fetcher: Fetcher, parser: ParsePool, feed: FeedRecord) -> _Fetched:
+def _fetch_and_parse(
+    fetcher: Fetcher, parser: ParsePool, feed: FeedRecord, prefilter: Prefilter
+) -> _Fetched:
     result = fetcher.fetch(feed.for_update())
     if result.status is not FetchStatus.OK or result.body is None:
         return _Fetched(feed, result, None, (), None, result.error)
@@ -103,12 +107,20 @@ def _fetch_and_parse(fetcher: Fetcher, parser: ParsePool, feed: FeedRecord) -> _
     if feed.body_hash == body_hash:
         # The server ignored our validators but sent the same bytes: nothing new to parse.
         return _Fetched(feed, replace(result, body=None), None, (), body_hash, None)
-    doc = parser.parse(result.body, result.headers, result.final_url or feed.url)
+    doc = parser.parse(result.body, result.headers, result.final_url or feed.url, prefilter)
     # The body is not needed past here; dropping it keeps a pass's memory to the parsed
     # documents waiting to be stored.
     result = replace(result, body=None)
     return _Fetched(
-        feed, result, doc.parsed, doc.articles, body_hash, doc.error, doc.fingerprints, doc.anchored
+        feed,
+        result,
+        doc.parsed,
+        doc.articles,
+        body_hash,
+        doc.error,
+        doc.fingerprints,
+        doc.anchored,
+        prefilter,
     )
 
 
@@ -200,7 +212,7 @@ class Poller:
         self.worker_id = worker_id or worker_name()
         # Where documents are parsed: worker processes (cli builds one per core), or the
         # fetch thread itself when none is given (tests, one-feed commands).
-        self.parse_pool = parse_pool or ParsePool(processes=0, prefilter=matcher.prefilter)
+        self.parse_pool = parse_pool or ParsePool(processes=0)
         self.fetcher = fetcher
         self.matcher = matcher
         self.settings = settings
@@ -221,7 +233,11 @@ class Poller:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
                 futures = _submitted_ahead(
                     pool,
-                    lambda f: _fetch_and_parse(self.fetcher, self.parse_pool, f),
+                    # The prefilter of the rules in force when the feed is fetched (a
+                    # SIGHUP reload swaps the matcher).
+                    lambda f: _fetch_and_parse(
+                        self.fetcher, self.parse_pool, f, self.matcher.prefilter
+                    ),
                     todo,
                     AHEAD_PER_WORKER * workers,
                 )
@@ -345,7 +361,7 @@ class Poller:
         # the matcher's "nothing matched" without being scanned again.
         anchored = (
             None
-            if f.anchored is None
+            if f.anchored is None or f.prefilter is not self.matcher.prefilter
             else {id(a) for a, held in zip(f.articles, f.anchored, strict=False) if held}
         )
         if anchored is not None and not any(id(a) in anchored for a in fresh):

@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
 from service.match.prefilter import Prefilter
-from service.parse_worker import ParsePool, parse_document
+from service.parse_worker import ParsedDocument, ParsePool, parse_document
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
-from service.types import Article
+from service.types import Article, MatchResult
 from tests.conftest import RULES, shared_path
 from tests.seedfeed import other_items, rss, seed_feed
 from tests.servers import FeedServer
@@ -88,13 +90,18 @@ def test_prefilter_pickles_as_its_anchors(matcher: Matcher) -> None:
 def test_worker_processes_flag_the_same_articles_as_in_thread(matcher: Matcher) -> None:
     documents = [seed_feed(), rss(other_items(3))]
     documents += [p.read_bytes() for p in sorted(shared_path("feeds").glob("*.xml"))[:8]]
-    pool = ParsePool(processes=1, prefilter=matcher.prefilter)
+    pool = ParsePool(processes=1)
     try:
         for body in documents:
             here = parse_document(body, {}, "https://example.org/f", matcher.prefilter)
-            there = pool.parse(body, {}, "https://example.org/f")
+            there = pool.parse(body, {}, "https://example.org/f", matcher.prefilter)
             assert there.anchored == here.anchored
             assert there.articles == here.articles
+        # Other anchors (reloaded rules) reach the worker with the next document.
+        budget = Prefilter((*matcher.prefilter.anchors, ("budget", False)))
+        quiet = pool.parse(rss(other_items(3)), {}, "https://example.org/f", budget)
+        assert quiet.anchored == (True, True, True)
+        assert pool.parse(rss(other_items(3)), {}, "https://example.org/f").anchored is None
     finally:
         pool.close()
     seed = parse_document(seed_feed(), {}, "https://example.org/f", matcher.prefilter)
@@ -136,3 +143,63 @@ def test_poller_runs_the_matcher_on_anchored_articles_only(
     assert reports["seed.xml"].hits == 1
     assert reports["quiet.xml"].new_items == 4 and reports["quiet.xml"].hits == 0
     assert len(classified) == 1  # the seed story; the four budget items had no anchor
+
+
+def _reloaded_with_budget_anchor(matcher: Matcher, calls: list[str]) -> Matcher:
+    """``matcher``'s rules plus the anchor "budget", counting its classify calls."""
+    reloaded = Matcher(
+        replace(matcher.lexicon, anchors=(*matcher.lexicon.anchors, ("budget", False))),
+        matcher._gazetteer,
+        matcher.threshold,
+    )
+    real = reloaded.classify
+
+    def counting(title: str, summary: str = "", text: str = "") -> MatchResult:
+        calls.append(title)
+        return real(title, summary, text)
+
+    reloaded.classify = counting  # type: ignore[method-assign]
+    return reloaded
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+@pytest.mark.parametrize("when", ["before the poll", "between parsing and storing"])
+def test_reloaded_rules_reach_the_prefilter(
+    storage: Storage, matcher: Matcher, processes: int, when: str
+) -> None:
+    """A SIGHUP reload swaps the poller's matcher. Documents parsed after it are flagged with
+    the new rules' anchors; one flagged under the old rules is matched in full."""
+    calls: list[str] = []
+    reloaded = _reloaded_with_budget_anchor(matcher, calls)
+    client = build_client("detainer-watch-test", 5, 5, 4)
+    pool = ParsePool(processes=processes)
+    poller = Poller(
+        storage,
+        Fetcher(client, 1_000_000, 10),
+        matcher,
+        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=2),
+        lambda: T0,
+        random.Random(0),
+        parse_pool=pool,
+    )
+    if when == "before the poll":
+        poller.matcher = reloaded
+    else:
+        parse = pool.parse
+
+        def parse_then_reload(*args: Any) -> ParsedDocument:
+            doc = parse(*args)
+            assert doc.anchored == (False, False, False, False)  # the old rules' anchors
+            poller.matcher = reloaded
+            return doc
+
+        pool.parse = parse_then_reload  # type: ignore[method-assign]
+    try:
+        with FeedServer() as srv:
+            srv.route("/quiet.xml", body=rss(other_items(4)))
+            storage.add_feed(srv.url("/quiet.xml"), T0)
+            assert poller.poll()[0].new_items == 4
+    finally:
+        pool.close()
+        client.close()
+    assert len(calls) == 4  # every budget item went to the reloaded matcher

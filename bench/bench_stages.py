@@ -17,7 +17,8 @@ article, on the same documents:
   workers) and matching of the articles the prefilter passed (what the main process runs);
 * the stored-story look-up alone (``Storage.story_candidates``, what the pipeline no longer
   runs before matching) and storing (``Storage.record_polls``, 16 feeds a transaction, as
-  the pipeline batches them), on a fresh SQLite database;
+  the pipeline batches them), on a fresh SQLite database, then storing the same feeds'
+  no-change (304) polls (per feed);
 
 and the resident memory of a fresh process once ``cli.build`` has made the service's parts
 (imports, matcher and gazetteer), before any poll. Fetching is left out (bench_poll.py measures the
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,19 +56,37 @@ HEADERS = {"content-type": "application/rss+xml"}
 STORE_BATCH = 16  # pipeline.STORE_BATCH
 
 
-# Run in a fresh process: the resident memory of the service's parts before any poll.
+# Run in a fresh process: its resident memory at each step from a bare interpreter to the
+# service's parts built, before any poll (each import adds what the ones before left out).
 BUILT_RSS = """
 import sys
 from pathlib import Path
+
+def rss():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+steps = [("Python", rss())]
+import httpx
+steps.append(("+ httpx", rss()))
+import sqlalchemy
+steps.append(("+ SQLAlchemy", rss()))
+import sqlmodel
+steps.append(("+ SQLModel (pydantic)", rss()))
+import feedparser
+steps.append(("+ feedparser", rss()))
 from service.cli import build
 from service.config import load_config
+steps.append(("+ the service's modules", rss()))
 with build(load_config(Path(sys.argv[1]), env={})):
-    status = Path("/proc/self/status").read_text().splitlines()
-    print(next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024)
+    steps.append(("+ built parts (engine, clients, matcher, gazetteer)", rss()))
+for name, mb in steps:
+    print(f"{mb:.1f}\t{name}")
 """
 
 
-def built_rss_mb(tmp: Path) -> float:
+def built_rss_mb(tmp: Path) -> list[tuple[str, float]]:
+    """Resident MB of a fresh process after each step of BUILT_RSS, in order."""
     config = tmp / "empty.toml"
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp / "empty.db"}"\n[matcher]\nrules = "{RULES}"\n',
@@ -79,7 +99,11 @@ def built_rss_mb(tmp: Path) -> float:
         cwd=REPO,
         check=True,
     )
-    return float(done.stdout.strip().splitlines()[-1])
+    steps = []
+    for line in done.stdout.strip().splitlines():
+        mb, name = line.split("\t", 1)
+        steps.append((name, float(mb)))
+    return steps
 
 
 def _cpu(work: Callable[[], Any]) -> float:
@@ -180,6 +204,16 @@ def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> dict[s
             store_s += _cpu(lambda b=batch: storage.record_polls(b, now, policy))
         out["stored-story look-up (no longer before matching)"] = look_up_s
         out["storing (record_polls, 16 feeds a transaction)"] = store_s
+        # The same feeds answering 304: only their state changes (per feed, not article).
+        unchanged = [
+            (replace(update, status=FetchStatus.NOT_MODIFIED, http_status=304, new_items=0), [])
+            for update, _ in polls
+        ]
+        out["feeds"] = float(len(unchanged))
+        out["storing a no-change (304) poll, per feed"] = sum(
+            _cpu(lambda b=unchanged[i : i + STORE_BATCH]: storage.record_polls(b, now, policy))
+            for i in range(0, len(unchanged), STORE_BATCH)
+        )
     out["articles"] = float(sum(len(items) for _, items in polls))
     return out
 
@@ -217,11 +251,24 @@ def main() -> int:
     )
     print("| step | µs per article |")
     print("|---|---:|")
+    per_feed = [step for step in runs[0] if step.endswith(", per feed")]
     for step in runs[0]:
-        if step != "articles":
+        if step not in ("articles", "feeds", *per_feed):
             us = statistics.median(r[step] for r in runs) / n * 1e6
             print(f"| {step} | {us:,.0f} |")
-    print(f"\nresident memory once cli.build made the parts, before polling: {rss_built:.0f} MB")
+    for step in per_feed:
+        us = statistics.median(r[step] / r["feeds"] for r in runs) * 1e6
+        print(f"\n{step}: {us:,.0f} µs")
+    print(
+        f"\nresident memory once cli.build made the parts, before polling: "
+        f"{rss_built[-1][1]:.0f} MB\n"
+    )
+    print("| fresh process, step by step | resident MB | added |")
+    print("|---|---:|---:|")
+    before = 0.0
+    for name, mb in rss_built:
+        print(f"| {name} | {mb:.0f} | {mb - before:+.0f} |")
+        before = mb
     return 0
 
 

@@ -169,6 +169,7 @@ def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> dict[s
         out["matching, anchored articles only (the main process's share)"] = _cpu(
             lambda: [matcher.classify(a.title, a.summary, a.text) for a in anchored]
         )
+        out["anchored"] = float(len(anchored))
         now = datetime.now(UTC)
         policy = StoryPolicy()
         feed_ids = {f.url: f.id for f in storage.enabled_feeds()}
@@ -253,9 +254,12 @@ def main() -> int:
     print("|---|---:|")
     per_feed = [step for step in runs[0] if step.endswith(", per feed")]
     for step in runs[0]:
-        if step not in ("articles", "feeds", *per_feed):
+        if step not in ("articles", "feeds", "anchored", *per_feed):
             us = statistics.median(r[step] for r in runs) / n * 1e6
             print(f"| {step} | {us:,.0f} |")
+    anchored = runs[0]["anchored"]
+    share = f"{anchored:,.0f} of {n:,.0f} ({anchored / n:.1%})"
+    print(f"\narticles holding a prefilter anchor: {share}")
     for step in per_feed:
         us = statistics.median(r[step] / r["feeds"] for r in runs) * 1e6
         print(f"\n{step}: {us:,.0f} µs")

@@ -2,7 +2,7 @@
 
 Pure and small (an Aho-Corasick automaton of the anchors), so it can run where the item is
 parsed: a parse worker process flags each article, and the poller's one storing thread then
-skips the matcher for the ~98 % of general news that holds no anchor (bench/bench_poll.py).
+skips the matcher for the 98 % of general news that holds no anchor (bench/bench_stages.py).
 ``Matcher`` uses this same class for its own first step, so an article without an anchor
 gets the same answer either way: nothing matched.
 

@@ -5,7 +5,8 @@ prefilter; no HTTP client, no database), because it runs in worker processes: fe
 HTML-to-text and shingling are pure Python and hold the GIL, so threads cannot spread them
 over cores while processes can (bench/bench_poll.py measures both). ``ParsePool`` owns those
 processes. This module does not fetch, decide what is new or store anything (``pipeline``
-does), nor run the matcher past its first step."""
+does), nor run the matcher past its first step.
+"""
 
 from __future__ import annotations
 

@@ -268,7 +268,7 @@ class Poller:
         started = time.monotonic()
         now = self.clock()
         # Which entries the batch's feeds already stored, in one transaction (a session per
-        # feed was a tenth of the storing thread's first-poll time; bench/bench_poll.py).
+        # feed was a tenth of the storing thread's time in py-spy of bench_poll's first poll).
         # A 304 or an unchanged body has no articles and asks nothing.
         asked: dict[int, set[str]] = {}
         for f in batch:

@@ -10,6 +10,7 @@ does), nor run the matcher past its first step.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections.abc import Mapping
@@ -66,21 +67,18 @@ def parse_document(
     return ParsedDocument(replace(parsed, entries=()), articles, prints, None, anchored)
 
 
-# The last prefilter a worker process built, by its anchors: every task names the anchors of
-# the poller's current rules (a SIGHUP reload changes them), and rebuilding the automaton for
-# each document would cost more than the prefilter saves. Filled by tasks, never at import.
-_worker_prefilters: dict[tuple[tuple[str, bool], ...], Prefilter] = {}
+@functools.lru_cache(maxsize=1)
+def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
+    """The worker's prefilter for these anchors, built once and kept until other anchors
+    come (every task names the anchors of the poller's current rules, which a SIGHUP reload
+    changes; rebuilding the automaton per document would cost more than it saves)."""
+    return Prefilter(anchors)
 
 
 def _parse_in_worker(
     body: bytes, headers: Mapping[str, str], url: str, anchors: tuple[tuple[str, bool], ...] | None
 ) -> ParsedDocument:
-    prefilter = None
-    if anchors is not None:
-        prefilter = _worker_prefilters.get(anchors)
-        if prefilter is None:
-            _worker_prefilters.clear()
-            prefilter = _worker_prefilters[anchors] = Prefilter(anchors)
+    prefilter = None if anchors is None else _prefilter_for(anchors)
     return parse_document(body, headers, url, prefilter)
 
 

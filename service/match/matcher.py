@@ -25,7 +25,7 @@ from .entities import EntityFinder
 from .events import choose_event
 from .gazetteer import Gazetteer, Place, PlaceMention, read_places
 from .lexicon import TOPICS, Lexicon, load_lexicon
-from .prefilter import Prefilter
+from .prefilter import Prefilter, read_fields
 from .scoring import SentenceHit, analyse_sentence, noisy_or
 from .senses import SenseChecker
 from .text import sentence_spans
@@ -87,7 +87,7 @@ class Matcher:
         return self.prefilter.find(text)
 
     def classify(self, title: str, summary: str = "", text: str = "") -> MatchResult:
-        fields = self.prefilter.fields(title, summary, text)
+        fields = read_fields(title, summary, text)
         anchors = {name: self.anchors(value) for name, value in fields}
         if not any(anchors.values()):
             return self.no_match

@@ -60,14 +60,15 @@ class Prefilter:
         out.sort()
         return out
 
-    def fields(self, title: str, summary: str, text: str) -> list[tuple[str, str]]:
-        """The item's fields as the matcher reads them: named, each cut to its maximum."""
-        return [
-            (name, (value or "")[: MAX_FIELD_CHARS[name]])
-            for name, value in (("title", title), ("summary", summary), ("text", text))
-        ]
-
     def holds_anchor(self, title: str, summary: str = "", text: str = "") -> bool:
         """Whether any field of the item holds an anchor: ``False`` means the matcher would
         find nothing in it."""
-        return any(self.find(value) for _, value in self.fields(title, summary, text))
+        return any(self.find(value) for _, value in read_fields(title, summary, text))
+
+
+def read_fields(title: str, summary: str, text: str) -> list[tuple[str, str]]:
+    """The item's fields as the matcher reads them: named, each cut to its maximum."""
+    return [
+        (name, (value or "")[: MAX_FIELD_CHARS[name]])
+        for name, value in (("title", title), ("summary", summary), ("text", text))
+    ]

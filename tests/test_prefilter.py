@@ -43,15 +43,37 @@ def _corpus_items() -> list[dict[str, str]]:
     return [json.loads(line) for line in lines if line]
 
 
-def _feed_articles(prefilter: Prefilter | None) -> list[tuple[Article, bool | None]]:
-    out: list[tuple[Article, bool | None]] = []
-    for path in sorted(shared_path("feeds").iterdir()):
-        if path.suffix not in {".xml", ".rss", ".atom", ".rdf"}:
-            continue
+def _feed_articles(prefilter: Prefilter) -> list[tuple[Article, bool]]:
+    """Every article of every shared feed, with the prefilter's flag."""
+    out: list[tuple[Article, bool]] = []
+    for path in sorted(shared_path("feeds").glob("*.xml")):
         doc = parse_document(path.read_bytes(), {}, f"https://example.org/{path.name}", prefilter)
-        flags = doc.anchored or (None,) * len(doc.articles)
-        out.extend(zip(doc.articles, flags, strict=True))
+        # A broken document has neither articles nor flags; any other has one per article.
+        out.extend(zip(doc.articles, doc.anchored or (), strict=True))
     return out
+
+
+def _count_classify(m: Matcher, calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record the title of every item ``m`` classifies in ``calls``."""
+    real = m.classify
+
+    def counting(title: str, summary: str = "", text: str = "") -> MatchResult:
+        calls.append(title)
+        return real(title, summary, text)
+
+    monkeypatch.setattr(m, "classify", counting)
+
+
+def _poller(storage: Storage, matcher: Matcher, client: Any, pool: ParsePool | None) -> Poller:
+    return Poller(
+        storage,
+        Fetcher(client, 1_000_000, 10),
+        matcher,
+        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=2),
+        lambda: T0,
+        random.Random(0),
+        parse_pool=pool,
+    )
 
 
 def test_no_anchor_means_nothing_matched_in_the_dev_corpus(matcher: Matcher) -> None:
@@ -115,22 +137,9 @@ def test_poller_runs_the_matcher_on_anchored_articles_only(
     storage: Storage, matcher: Matcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     classified: list[str] = []
-    real = matcher.classify
-
-    def counting(title: str, summary: str = "", text: str = "") -> object:
-        classified.append(title)
-        return real(title, summary, text)
-
-    monkeypatch.setattr(matcher, "classify", counting)
+    _count_classify(matcher, classified, monkeypatch)
     client = build_client("detainer-watch-test", 5, 5, 4)
-    poller = Poller(
-        storage,
-        Fetcher(client, 1_000_000, 10),
-        matcher,
-        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=2),
-        lambda: T0,
-        random.Random(0),
-    )
+    poller = _poller(storage, matcher, client, None)
     try:
         with FeedServer() as srv:
             srv.route("/seed.xml", body=seed_feed())
@@ -145,43 +154,29 @@ def test_poller_runs_the_matcher_on_anchored_articles_only(
     assert len(classified) == 1  # the seed story; the four budget items had no anchor
 
 
-def _reloaded_with_budget_anchor(matcher: Matcher, calls: list[str]) -> Matcher:
-    """``matcher``'s rules plus the anchor "budget", counting its classify calls."""
-    reloaded = Matcher(
-        replace(matcher.lexicon, anchors=(*matcher.lexicon.anchors, ("budget", False))),
-        matcher._gazetteer,
-        matcher.threshold,
-    )
-    real = reloaded.classify
-
-    def counting(title: str, summary: str = "", text: str = "") -> MatchResult:
-        calls.append(title)
-        return real(title, summary, text)
-
-    reloaded.classify = counting  # type: ignore[method-assign]
-    return reloaded
+def _with_budget_anchor(matcher: Matcher) -> Matcher:
+    """``matcher``'s rules plus the anchor "budget" (what a SIGHUP reload could bring)."""
+    lexicon = replace(matcher.lexicon, anchors=(*matcher.lexicon.anchors, ("budget", False)))
+    return Matcher(lexicon, matcher._gazetteer, matcher.threshold)
 
 
 @pytest.mark.parametrize("processes", [0, 1])
 @pytest.mark.parametrize("when", ["before the poll", "between parsing and storing"])
 def test_reloaded_rules_reach_the_prefilter(
-    storage: Storage, matcher: Matcher, processes: int, when: str
+    storage: Storage,
+    matcher: Matcher,
+    processes: int,
+    when: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A SIGHUP reload swaps the poller's matcher. Documents parsed after it are flagged with
     the new rules' anchors; one flagged under the old rules is matched in full."""
     calls: list[str] = []
-    reloaded = _reloaded_with_budget_anchor(matcher, calls)
+    reloaded = _with_budget_anchor(matcher)
+    _count_classify(reloaded, calls, monkeypatch)
     client = build_client("detainer-watch-test", 5, 5, 4)
     pool = ParsePool(processes=processes)
-    poller = Poller(
-        storage,
-        Fetcher(client, 1_000_000, 10),
-        matcher,
-        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=2),
-        lambda: T0,
-        random.Random(0),
-        parse_pool=pool,
-    )
+    poller = _poller(storage, matcher, client, pool)
     if when == "before the poll":
         poller.matcher = reloaded
     else:

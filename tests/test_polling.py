@@ -5,7 +5,7 @@ redirects (issue 4)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -172,30 +172,33 @@ def test_503_retry_after_http_date_sets_the_next_check(
     assert 3 * 3600 <= delay_s(feed_of(storage, server.url("/down.xml")), T0) <= 3 * 3600 * 1.1
 
 
+def _expires_in(seconds: int) -> dict[str, str]:
+    """An ``Expires`` header ``seconds`` from now (real time: the server's Date is too)."""
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+    return {"Expires": format_datetime(when, True)}
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
-        ({"Cache-Control": "public, max-age=2400"}, 2400.0),
+        (lambda: {"Cache-Control": "public, max-age=2400"}, 2400.0),
         # Expires is measured from the server's Date (real time here), not our clock (T0);
-        # "EXPIRES_IN_1800" is replaced when the test runs (collection may be minutes
-        # before, and the lifetime would shrink by as much).
-        ({"Expires": "EXPIRES_IN_1800"}, 1800.0),
-        ({"Cache-Control": "max-age=86400"}, 3600.0),  # clamped to max_interval
-        ({"Cache-Control": "max-age=30"}, INTERVAL),  # never shortens
-        ({"Cache-Control": "no-cache, max-age=2400"}, INTERVAL),
+        # made when the test runs, not at collection, which may be minutes before.
+        (lambda: _expires_in(1800), 1800.0),
+        (lambda: {"Cache-Control": "max-age=86400"}, 3600.0),  # clamped to max_interval
+        (lambda: {"Cache-Control": "max-age=30"}, INTERVAL),  # never shortens
+        (lambda: {"Cache-Control": "no-cache, max-age=2400"}, INTERVAL),
     ],
+    ids=["max-age", "expires", "max-age-clamped", "max-age-shorter", "no-cache"],
 )
 def test_cache_lifetime_lengthens_the_interval(
     storage: Storage,
     poller: Poller,
     server: FeedServer,
-    headers: dict[str, str],
+    headers: Callable[[], dict[str, str]],
     expected: float,
 ) -> None:
-    if headers.get("Expires") == "EXPIRES_IN_1800":
-        soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1800)
-        headers = {"Expires": format_datetime(soon, True)}
-    server.route("/cached.xml", body=rss(items(1)), headers=headers)
+    server.route("/cached.xml", body=rss(items(1)), headers=headers())
     storage.add_feed(server.url("/cached.xml"), T0)
     poll_one(poller, storage, server.url("/cached.xml"))
     seconds = delay_s(feed_of(storage, server.url("/cached.xml")), T0)

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,8 +122,20 @@ def _parse_all(docs: list[tuple[str, bytes]], **flags: bool) -> list[tuple[str, 
     return parsed
 
 
-def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> dict[str, float]:
-    """CPU seconds of each step over ``docs``, and the article count."""
+@dataclass(frozen=True)
+class Round:
+    """One round: CPU seconds of each per-article step over all articles, and of storing
+    every feed's no-change poll; how many articles, feeds and anchored articles there were."""
+
+    steps: dict[str, float]
+    store_304_s: float
+    articles: int
+    feeds: int
+    anchored: int
+
+
+def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> Round:
+    """Time every step over ``docs``."""
     out: dict[str, float] = {}
     out["parse, feedparser defaults"] = _cpu(
         lambda: _parse_all(docs, sanitize_html=True, resolve_relative_uris=True)
@@ -169,7 +181,6 @@ def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> dict[s
         out["matching, anchored articles only (the main process's share)"] = _cpu(
             lambda: [matcher.classify(a.title, a.summary, a.text) for a in anchored]
         )
-        out["anchored"] = float(len(anchored))
         now = datetime.now(UTC)
         policy = StoryPolicy()
         feed_ids = {f.url: f.id for f in storage.enabled_feeds()}
@@ -210,13 +221,12 @@ def one_round(docs: list[tuple[str, bytes]], tmp: Path, cache_mb: int) -> dict[s
             (replace(update, status=FetchStatus.NOT_MODIFIED, http_status=304, new_items=0), [])
             for update, _ in polls
         ]
-        out["feeds"] = float(len(unchanged))
-        out["storing a no-change (304) poll, per feed"] = sum(
+        store_304_s = sum(
             _cpu(lambda b=unchanged[i : i + STORE_BATCH]: storage.record_polls(b, now, policy))
             for i in range(0, len(unchanged), STORE_BATCH)
         )
-    out["articles"] = float(sum(len(items) for _, items in polls))
-    return out
+    articles = sum(len(items) for _, items in polls)
+    return Round(out, store_304_s, articles, len(unchanged), len(anchored))
 
 
 def main() -> int:
@@ -245,24 +255,20 @@ def main() -> int:
             run_dir.mkdir()
             runs.append(one_round(docs, run_dir, args.sqlite_cache_mb))
         rss_built = built_rss_mb(tmp)
-    n = runs[0]["articles"]
+    n = runs[0].articles
     print(
-        f"{len(docs)} feeds, {int(n):,} articles stored; {args.rounds} rounds, median; "
+        f"{len(docs)} feeds, {n:,} articles stored; {args.rounds} rounds, median; "
         f"CPU of one process (time.process_time); SQLite cache {args.sqlite_cache_mb} MB\n"
     )
     print("| step | µs per article |")
     print("|---|---:|")
-    per_feed = [step for step in runs[0] if step.endswith(", per feed")]
-    for step in runs[0]:
-        if step not in ("articles", "feeds", "anchored", *per_feed):
-            us = statistics.median(r[step] for r in runs) / n * 1e6
-            print(f"| {step} | {us:,.0f} |")
-    anchored = runs[0]["anchored"]
-    share = f"{anchored:,.0f} of {n:,.0f} ({anchored / n:.1%})"
-    print(f"\narticles holding a prefilter anchor: {share}")
-    for step in per_feed:
-        us = statistics.median(r[step] / r["feeds"] for r in runs) * 1e6
-        print(f"\n{step}: {us:,.0f} µs")
+    for step in runs[0].steps:
+        us = statistics.median(r.steps[step] for r in runs) / n * 1e6
+        print(f"| {step} | {us:,.0f} |")
+    anchored = runs[0].anchored
+    print(f"\narticles holding a prefilter anchor: {anchored:,} of {n:,} ({anchored / n:.1%})")
+    us = statistics.median(r.store_304_s / r.feeds for r in runs) * 1e6
+    print(f"\nstoring a no-change (304) poll, per feed: {us:,.0f} µs")
     print(
         f"\nresident memory once cli.build made the parts, before polling: "
         f"{rss_built[-1][1]:.0f} MB\n"

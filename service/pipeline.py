@@ -306,7 +306,7 @@ class Poller:
             # Fingerprints come with the articles from the parse workers.
             print_of = {id(a): fp for a, fp in zip(f.articles, f.fingerprints, strict=False)}
             prints = [print_of.get(id(a)) or article_fingerprint(a) for a in fresh]
-            items = self._matched(f, fresh, prints, now)
+            items = self._matched(fresh, prints, self._may_match(f, fresh), now)
             # 304s and unchanged bodies count too: they are the quiet stretches of the rate.
             rate = items_per_hour(feed.items_per_hour, len(items), feed.last_checked_at, now)
             interval = self._interval(f, rate, now)
@@ -352,19 +352,26 @@ class Poller:
             )
         return update, items
 
+    def _may_match(self, f: _Fetched, fresh: list[Article]) -> list[bool]:
+        """Per fresh article, whether the matcher could find anything in it: ``False`` only
+        where the parse workers ran the current rules' prefilter (its first step) and found
+        no anchor; flags made under rules since reloaded are not used."""
+        if f.anchored is None or f.prefilter is not self.matcher.prefilter:
+            return [True] * len(fresh)
+        held = {id(a): h for a, h in zip(f.articles, f.anchored, strict=False)}
+        return [held.get(id(a), True) for a in fresh]
+
     def _matched(
-        self, f: _Fetched, fresh: list[Article], prints: list[Fingerprint], now: datetime
+        self,
+        fresh: list[Article],
+        prints: list[Fingerprint],
+        may_match: list[bool],
+        now: datetime,
     ) -> list[NewArticle]:
         """The fresh articles of a document with their matches (``None``: not matched,
-        because an earlier copy in the document was flagged)."""
-        # The parse workers ran the matcher's first step: an article without an anchor gets
-        # the matcher's "nothing matched" without being scanned again.
-        anchored = (
-            None
-            if f.anchored is None or f.prefilter is not self.matcher.prefilter
-            else {id(a) for a, held in zip(f.articles, f.anchored, strict=False) if held}
-        )
-        if anchored is not None and not any(id(a) in anchored for a in fresh):
+        because an earlier copy in the document was flagged); an article that may not
+        match gets the matcher's "nothing matched" without being scanned again."""
+        if not any(may_match):
             # Nothing to match in the whole document, so finding its copies (below) could
             # not spare the matcher anything: most documents of general news.
             no_match = self.matcher.no_match
@@ -377,10 +384,10 @@ class Poller:
         choices = assign_stories(fresh, prints, [], self.settings.stories, now)
         items: list[NewArticle] = []
         flagged: list[bool] = []
-        for a, fp, choice in zip(fresh, prints, choices, strict=True):
+        for a, fp, choice, may in zip(fresh, prints, choices, may_match, strict=True):
             if not needs_match(choice, flagged):
                 match = None
-            elif anchored is not None and id(a) not in anchored:
+            elif not may:
                 match = self.matcher.no_match
             else:
                 match = self.matcher.classify(a.title, a.summary, a.text)

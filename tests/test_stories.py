@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from service import stories
 from service.stories import StoryChoice, StoryPolicy, assign_stories, fingerprint, needs_match
-from service.types import Article, StoryCandidate
+from service.types import Article, Fingerprint, StoryCandidate
 from tests.conftest import REPO
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
@@ -117,6 +118,23 @@ def test_copies_within_one_batch_share_a_story() -> None:
     assert [c.story_id for c in joined] == [5, 5]
     assert not needs_match(joined[1], [False])
     assert needs_match(StoryChoice(story_id=5, story_has_hit=False), [])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_band_index_finds_every_earlier_sighting_sharing_a_key(seed: int) -> None:
+    """The batch index keeps a key's first sighting apart from later ones; whatever the
+    overlap, a look-up returns what comparing with every earlier sighting would, in order."""
+    rng = random.Random(seed)
+    index = stories._KnownIndex()
+    added: list[frozenset[int]] = []
+    for n in range(60):
+        # Keys from a small space, so that many are shared by two, three or more sightings.
+        keys = tuple(rng.sample(range(80), rng.choice([0, 1, 4, 32])))
+        fp = Fingerprint(shingles=frozenset(), band_keys=keys)
+        expected = [i for i, earlier in enumerate(added) if earlier & set(keys)]
+        assert [index.items.index(k) for k in index.sharing_a_band(fp)] == expected
+        index.add(stories._Known(None, None, f"u{n}", f"h{n}", NOW, fp, False))
+        added.append(frozenset(keys))
 
 
 def test_short_texts_are_grouped_by_url_and_hash_only() -> None:

@@ -25,7 +25,9 @@ time (user + system) of the main process plus the parse worker processes; the ma
 process's share and the part of it spent in garbage collection are shown too
 (``--no-freeze`` leaves the start-up heap to the collector, as before `worker` froze it).
 Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
---rounds 1` checks peak memory at scale.
+--rounds 1` checks peak memory at scale. Ours runs with the service's default
+``[polling] parse_nice`` unless ``--parse-nice N`` says otherwise; ``--compare-parse-nice N``
+adds, in each round, a first poll with ``parse_nice = N`` and prints the two side by side.
 """
 
 from __future__ import annotations
@@ -363,7 +365,13 @@ class _GcClock:
             self.seconds += time.thread_time() - self._started
 
 
-def run_ours(urls: list[str], tmp: Path, concurrency: int, freeze: bool = True) -> dict[str, Any]:
+def run_ours(
+    urls: list[str],
+    tmp: Path,
+    concurrency: int,
+    freeze: bool = True,
+    parse_nice: int | None = None,
+) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from service.cli import build
     from service.config import load_config
@@ -375,7 +383,8 @@ def run_ours(urls: list[str], tmp: Path, concurrency: int, freeze: bool = True) 
         f'[database]\nurl = "sqlite:///{tmp}/dw.db"\n'
         f"[polling]\nconcurrency = {concurrency}\nper_host_concurrency = {concurrency}\n"
         f"per_host_delay = {PER_HOST_DELAY_S}\n"
-        "[network]\nallow_private_addresses = true\n"
+        + ("" if parse_nice is None else f"parse_nice = {parse_nice}\n")
+        + "[network]\nallow_private_addresses = true\n"
         f'[matcher]\nrules = "{REPO}/config/rules/detainer-sanctuary.toml"\n{feeds}'
     )
     cfg = load_config(config, env={})
@@ -471,11 +480,17 @@ def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
 
 
 def run_ours_subprocess(
-    urls: list[str], tmp: Path, concurrency: int, freeze: bool = True
+    urls: list[str],
+    tmp: Path,
+    concurrency: int,
+    freeze: bool = True,
+    parse_nice: int | None = None,
 ) -> dict[str, Any]:
     args = [sys.executable, __file__, "--_ours", str(tmp), "--workers", str(concurrency)]
     if not freeze:
         args.append("--no-freeze")
+    if parse_nice is not None:
+        args += ["--parse-nice", str(parse_nice)]
     done = subprocess.run(args, input=json.dumps(urls), capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"our poll failed:\n{done.stderr[-3000:]}")
@@ -581,6 +596,24 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
     return "\n".join(lines)
 
 
+def nice_comparison(
+    ours: list[dict[str, Any]], other: list[dict[str, Any]], nice: int | None, other_nice: int
+) -> str:
+    """One line: the first poll's medians at our parse_nice and at ``other_nice``."""
+
+    def items_per_s(runs: list[dict[str, Any]]) -> float:
+        return statistics.median(r["first"]["items"] / r["first"]["wall_s"] for r in runs)
+
+    mine, theirs = items_per_s(ours), items_per_s(other)
+    label = "the default" if nice is None else str(nice)
+    return (
+        f"first poll, parse_nice {label}: {mine:,.0f} items/s; parse_nice {other_nice}: "
+        f"{theirs:,.0f} items/s ({mine / theirs:.2f}x); main-process CPU "
+        f"{_median(ours, 'first', 'main_cpu_s'):.2f} s against "
+        f"{_median(other, 'first', 'main_cpu_s'):.2f} s"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--feeds", type=int, default=500)
@@ -593,11 +626,24 @@ def main() -> int:
         action="store_true",
         help="leave the start-up heap in the garbage collector (run and worker freeze it)",
     )
+    ap.add_argument(
+        "--parse-nice",
+        type=int,
+        metavar="N",
+        help="our [polling] parse_nice (default: the service's default)",
+    )
+    ap.add_argument(
+        "--compare-parse-nice",
+        type=int,
+        metavar="N",
+        help="also poll with parse_nice = N in each round and compare first polls",
+    )
     ap.add_argument("--_ours", metavar="TMP", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._ours:
         urls = json.loads(sys.stdin.read())
-        print(json.dumps(run_ours(urls, Path(args._ours), args.workers, not args.no_freeze)))
+        result = run_ours(urls, Path(args._ours), args.workers, not args.no_freeze, args.parse_nice)
+        print(json.dumps(result))
         return 0
     if not (SHARED / "feeds").is_dir():
         print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
@@ -609,17 +655,28 @@ def main() -> int:
             print("reader: skipped (pip install reader sgmllib3k failed; offline?)")
         honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
         ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
-        ours, ign, theirs = [], [], []
+        ours, ign, theirs, other_nice = [], [], [], []
         freeze = not args.no_freeze
+        nice = args.parse_nice
+        kinds = ["ours", "ignorant", "reader"]
+        if args.compare_parse_nice is not None:
+            kinds.insert(1, "ours-nice")
         for i in range(args.rounds):
-            for kind in ("ours", "ignorant", "reader"):
+            for kind in kinds:
                 run_dir = tmp / f"{kind}-{i}"
                 run_dir.mkdir()
                 if kind == "ours":
-                    ours.append(run_ours_subprocess(honest, run_dir, args.workers, freeze))
+                    ours.append(run_ours_subprocess(honest, run_dir, args.workers, freeze, nice))
                     result = ours[-1]
+                elif kind == "ours-nice":
+                    other_nice.append(
+                        run_ours_subprocess(
+                            honest, run_dir, args.workers, freeze, args.compare_parse_nice
+                        )
+                    )
+                    result = other_nice[-1]
                 elif kind == "ignorant":
-                    ign.append(run_ours_subprocess(ignoring, run_dir, args.workers, freeze))
+                    ign.append(run_ours_subprocess(ignoring, run_dir, args.workers, freeze, nice))
                     result = ign[-1]
                 elif python is not None:
                     theirs.append(run_reader(python, honest, run_dir))
@@ -633,10 +690,12 @@ def main() -> int:
         f" new items per feed), server: {servers.kind}; {args.rounds} rounds, "
         f"{os.cpu_count()} CPUs; ours: concurrency {args.workers}, per-host delay "
         f"{PER_HOST_DELAY_S * 1000:g} ms, "
-        f"start-up heap {'frozen' if not args.no_freeze else 'not frozen'}; "
-        "reader: update_feeds(workers=20)\n"
+        f"start-up heap {'frozen' if not args.no_freeze else 'not frozen'}, parse_nice "
+        f"{'default' if nice is None else nice}; reader: update_feeds(workers=20)\n"
     )
     print(table(ours, ign, theirs))
+    if other_nice:
+        print("\n" + nice_comparison(ours, other_nice, nice, args.compare_parse_nice))
     return 0
 
 

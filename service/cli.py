@@ -94,8 +94,13 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
                 cfg["polling.concurrency"],
             )
             hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
-            # Parse processes, started on first use (one per core unless configured).
-            parse_pool = ParsePool(cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES)
+            # Parse processes, started on first use (one per core unless configured), running
+            # below the poller's priority, so that storing, which only this process does,
+            # gets a core first.
+            parse_pool = ParsePool(
+                cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES,
+                nice=cfg["polling.parse_nice"],
+            )
             parts.clients = (feed_client, hook_client, parse_pool)
             rng = random.Random()
             parts.poller = Poller(

@@ -31,6 +31,7 @@ from service.decide import parse_duration
 from service.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_PARSE_NICE",
     "DEFAULT_SQLITE_CACHE_MB",
     "SETTINGS",
     "TOPICS",
@@ -53,6 +54,16 @@ DEFAULT_CONFIG_PATH = "config/detainer-watch.toml"
 # from the OS again (bench/bench_stages.py --sqlite-cache-mb N compares sizes); 16 MB keeps
 # a 5,000-feed first poll within its memory target (bench/bench_poll.py --feeds 5000).
 DEFAULT_SQLITE_CACHE_MB = 16
+
+# How much lower the parse processes' CPU priority is than the poller's ([polling]
+# parse_nice; Unix niceness, so at most 19). A first poll keeps every core busy, and its
+# narrow side is the poller's one storing thread: at equal priority the parse processes took
+# cores from it (in a probe, its thread spent a second of a 5 s poll runnable but not
+# running) while they themselves waited for it to take their documents.
+# bench/bench_poll.py --compare-parse-nice 0 measures the difference. 10 rather than 19 so
+# that parsing still gets a tenth of a core that other programs keep busy, not next to none.
+DEFAULT_PARSE_NICE = 10
+MAX_PARSE_NICE = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,15 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         0,
         "processes that parse fetched feeds; 0 means one per CPU core",
+    ),
+    Setting(
+        "polling",
+        "parse_nice",
+        "int",
+        DEFAULT_PARSE_NICE,
+        "how much lower than the poller's own CPU priority the parse processes run (niceness "
+        "added, 0-19): storing a poll, which only the poller's process does, then comes "
+        "first when the cores are busy; 0 runs them at the poller's priority",
     ),
     Setting(
         "polling",
@@ -443,6 +463,13 @@ def _check_ranges(file: str, v: dict[str, Any]) -> None:
     if not 0 <= v["http.worker_metrics_port"] <= 65535:
         raise ConfigError(
             file, "http.worker_metrics_port", "must be between 0 and 65535", "0 (off) or e.g. 9108"
+        )
+    if not 0 <= v["polling.parse_nice"] <= MAX_PARSE_NICE:
+        raise ConfigError(
+            file,
+            "polling.parse_nice",
+            f"must be between 0 and {MAX_PARSE_NICE}",
+            f"use {DEFAULT_PARSE_NICE} (the default), or 0 for the poller's own priority",
         )
     if v["polling.min_interval"] > v["polling.max_interval"]:
         raise ConfigError(

@@ -75,6 +75,12 @@ def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
     return Prefilter(anchors)
 
 
+def _lower_priority(increment: int) -> None:
+    """A worker's first step: run ``increment`` steps of niceness below the poller."""
+    if increment:
+        os.nice(increment)
+
+
 def _parse_in_worker(
     body: bytes, headers: Mapping[str, str], url: str, anchors: tuple[tuple[str, bool], ...] | None
 ) -> ParsedDocument:
@@ -88,10 +94,13 @@ class ParsePool:
     Workers come from a fork server that has imported only this module, so they start
     quickly and small, and never inherit the poller's threads, sockets or locks (forking a
     threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
+    ``nice`` lowers the workers' CPU priority below the caller's by that much.
     """
 
-    def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES) -> None:
+    def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES, nice: int = 0) -> None:
         self.processes = processes
+        # Niceness each worker adds to its own when it starts ([polling] parse_nice).
+        self.nice = nice
         self._executor: ProcessPoolExecutor | None = None
 
     def submit(
@@ -109,7 +118,12 @@ class ParsePool:
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                self.processes,
+                mp_context=context,
+                initializer=_lower_priority,
+                initargs=(self.nice,),
+            )
         anchors = None if prefilter is None else prefilter.anchors
         return self._executor.submit(_parse_in_worker, body, dict(headers), url, anchors)
 

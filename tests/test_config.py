@@ -91,6 +91,8 @@ BAD_CONFIGS = [
     ('[http]\nport = "eighty"\n', "http.port", "int"),
     ("[http]\nport = 70000\n", "http.port", "65535"),
     ("[polling]\nparse_processes = -1\n", "polling.parse_processes", "such as 0"),
+    ("[polling]\nparse_nice = 20\n", "polling.parse_nice", "0 for the poller's own priority"),
+    ("[polling]\nparse_nice = -5\n", "polling.parse_nice", "such as 10"),
     ("[matcher]\nthreshold = 2\n", "matcher.threshold", "0.5"),
     ('[api]\ntoken = "x"\n', "api.token", "DW_API_TOKEN"),
     ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
@@ -186,3 +188,26 @@ def test_parse_processes_size_the_parse_pool(
     with build(load_config(write(tmp_path, body), env={})) as parts:
         assert parts.poller is not None
         assert parts.poller.parse_pool.processes == expected
+
+
+@pytest.mark.parametrize("configured", [0, 3, None])
+def test_parse_processes_run_below_the_pollers_priority(
+    tmp_path: Path, configured: int | None
+) -> None:
+    """The worker started for a document runs ``parse_nice`` steps of niceness below this
+    process (the default when unset); Unix caps niceness at 19."""
+    from service.cli import build
+    from service.config import DEFAULT_PARSE_NICE
+
+    body = f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n[polling]\nparse_processes = 1\n'
+    if configured is not None:
+        body += f"parse_nice = {configured}\n"
+    added = DEFAULT_PARSE_NICE if configured is None else configured
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with build(load_config(write(tmp_path, body), env={})) as parts:
+        assert parts.poller is not None
+        pool = parts.poller.parse_pool
+        doc = pool.parse(b"<rss><channel><item><title>t</title></item></channel></rss>", {}, "")
+        assert doc.error is None and len(doc.articles) == 1
+        [worker] = pool.worker_pids()
+        assert os.getpriority(os.PRIO_PROCESS, worker) == min(19, own + added)

@@ -155,7 +155,7 @@ def fp(item: Item) -> Fingerprint:
 def merged(a: Fingerprint, b: Fingerprint, threshold: float) -> bool:
     if not set(a.band_keys) & set(b.band_keys):
         return False
-    return stories.resemblance(a.shingles, b.shingles) >= threshold
+    return stories.resemblance_of(a, b) >= threshold
 
 
 def rate(hits: int, total: int) -> str:
@@ -219,28 +219,22 @@ def main() -> None:
         rows = [(i, c) for e, i, c in copies if e == name]
         missed = [(i, c) for i, c in rows if not merged(prints[i], c, t)]
         short = sum(1 for i, c in missed if not c.band_keys or not prints[i].band_keys)
-        med = statistics.median(
-            stories.resemblance(prints[i].shingles, c.shingles) for i, c in rows
-        )
+        med = statistics.median(stories.resemblance_of(prints[i], c) for i, c in rows)
         print(f"| {name} | {rate(len(missed), len(rows))} | {short} | {med:.2f} |")
 
     closest = max(
         sibling_pairs,
-        key=lambda p: stories.resemblance(prints[p[0]].shingles, prints[p[1]].shingles),
+        key=lambda p: stories.resemblance_of(prints[p[0]], prints[p[1]]),
     )
-    top = stories.resemblance(prints[closest[0]].shingles, prints[closest[1]].shingles)
+    top = stories.resemblance_of(prints[closest[0]], prints[closest[1]])
     print(
         f"\nMost resembling siblings: {closest[0]} / {closest[1]} at {top:.2f} "
         f"({by_id[closest[0]]['title'][:50]!r})"
     )
-    worst = max(stories.resemblance(prints[a].shingles, prints[b].shingles) for a, b in other_pairs)
-    worst_boiled = max(
-        stories.resemblance(boiled[a].shingles, boiled[b].shingles) for a, b in negatives
-    )
+    worst = max(stories.resemblance_of(prints[a], prints[b]) for a, b in other_pairs)
+    worst_boiled = max(stories.resemblance_of(boiled[a], boiled[b]) for a, b in negatives)
     print(f"Most resembling other pair: {worst:.2f}; with the same boilerplate: {worst_boiled:.2f}")
-    above = [
-        (i, c) for _, i, c in copies if stories.resemblance(prints[i].shingles, c.shingles) >= t
-    ]
+    above = [(i, c) for _, i, c in copies if stories.resemblance_of(prints[i], c) >= t]
     found = sum(1 for i, c in above if set(prints[i].band_keys) & set(c.band_keys))
     print(f"LSH candidate recall for copies at resemblance >= {t}: {rate(found, len(above))}")
     short = sum(1 for f in prints.values() if not f.band_keys)

@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import re
 import zlib
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,6 +74,8 @@ _EMPTY = -1
 # 100-shingle articles, which moves a resemblance by 1 % at most.
 _MIX = 0x9E3779B1  # Knuth's multiplicative constant (2^32 / golden ratio)
 _MASK32 = 0xFFFFFFFF
+# Fingerprints pack the hashes as C unsigned ints: 4 bytes on every platform CPython runs on.
+_HASH_TYPE = "I"
 
 _WORD = re.compile(r"\w+")
 
@@ -174,9 +177,15 @@ def band_keys(sig: Sequence[int]) -> tuple[int, ...]:
 def fingerprint(title: str, summary: str, text: str) -> Fingerprint:
     """Shingles and band keys of an article; no band keys when it is too short to compare."""
     hashes = shingles(title, summary, text)
+    packed = array(_HASH_TYPE, sorted(hashes)).tobytes()
     if len(hashes) < MIN_SHINGLES:
-        return Fingerprint(shingles=hashes, band_keys=())
-    return Fingerprint(shingles=hashes, band_keys=band_keys(signature(hashes)))
+        return Fingerprint(shingle_hashes=packed, band_keys=())
+    return Fingerprint(shingle_hashes=packed, band_keys=band_keys(signature(hashes)))
+
+
+def shingle_set(fp: Fingerprint) -> frozenset[int]:
+    """The shingle hashes of a fingerprint, as ``shingles`` gave them."""
+    return frozenset(array(_HASH_TYPE, fp.shingle_hashes))
 
 
 def article_fingerprint(article: Article) -> Fingerprint:
@@ -188,6 +197,11 @@ def resemblance(a: frozenset[int], b: frozenset[int]) -> float:
     if len(a) < MIN_SHINGLES or len(b) < MIN_SHINGLES:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+def resemblance_of(a: Fingerprint, b: Fingerprint) -> float:
+    """``resemblance`` of two fingerprints' shingles."""
+    return resemblance(shingle_set(a), shingle_set(b))
 
 
 def seen_at(article: Article, now: datetime) -> datetime:
@@ -314,7 +328,7 @@ def _choose(
     for k in known.sharing_a_band(fp):
         if abs(k.at - at) > window:
             continue
-        score = resemblance(fp.shingles, k.fp.shingles)
+        score = resemblance_of(fp, k.fp)
         if score >= threshold and score > best_score:
             best, best_score = k, score
     return StoryChoice() if best is None else joined(best, "text", best_score)
@@ -339,6 +353,8 @@ __all__ = [
     "fingerprint",
     "needs_match",
     "resemblance",
+    "resemblance_of",
+    "shingle_set",
     "shingles",
     "signature",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -102,6 +103,10 @@ class ParsePool:
         # Niceness each worker adds to its own when it starts ([polling] parse_nice).
         self.nice = nice
         self._executor: ProcessPoolExecutor | None = None
+        # Every fetch thread submits, and the first documents of a poll arrive at once: the
+        # executor must be made once, not once per thread that found none (each extra one
+        # was a set of worker processes, alive and idle until the poller exited).
+        self._starting = threading.Lock()
 
     def submit(
         self,
@@ -115,17 +120,21 @@ class ParsePool:
         the automaton once per set of anchors and keeps the last)."""
         if self.processes <= 0:
             return None
-        if self._executor is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-            self._executor = ProcessPoolExecutor(
-                self.processes,
-                mp_context=context,
-                initializer=_lower_priority,
-                initargs=(self.nice,),
-            )
         anchors = None if prefilter is None else prefilter.anchors
-        return self._executor.submit(_parse_in_worker, body, dict(headers), url, anchors)
+        return self._started().submit(_parse_in_worker, body, dict(headers), url, anchors)
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._starting:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])
+                self._executor = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=context,
+                    initializer=_lower_priority,
+                    initargs=(self.nice,),
+                )
+            return self._executor
 
     def parse(
         self,
@@ -145,6 +154,7 @@ class ParsePool:
         return [p.pid for p in processes.values()]
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        with self._starting:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)

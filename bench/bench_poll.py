@@ -24,6 +24,11 @@ Each side runs in its own process so CPU time and peak RSS are its own. CPU is p
 time (user + system) of the main process plus the parse worker processes; the main
 process's share and the part of it spent in garbage collection are shown too
 (``--no-freeze`` leaves the start-up heap to the collector, as before `worker` froze it).
+Memory: the main process's peak RSS; that plus the parse workers' (as earlier releases
+printed it); and, sampled from this process every 0.1 s over the side's whole process tree
+(ours: main, fork server, multiprocessing's resource tracker, parse workers), the sum of
+each process's peak RSS (a page shared by several counts in each) and the peak of their
+summed PSS (a shared page split between its sharers, so the tree's memory counts once).
 Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
 --rounds 1` checks peak memory at scale. Ours runs with the service's default
 ``[polling] parse_nice`` unless ``--parse-nice N`` says otherwise; ``--compare-parse-nice N``
@@ -470,13 +475,11 @@ def reader_python() -> Path | None:
 
 
 def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(python), "-c", READER_SCRIPT, json.dumps(urls), str(tmp / "reader.sqlite")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    args = [str(python), "-c", READER_SCRIPT, json.dumps(urls), str(tmp / "reader.sqlite")]
+    code, stdout, stderr, memory = _run_measured(args, "")
+    if code != 0:
+        raise SystemExit(f"reader's poll failed:\n{stderr[-3000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1])) | memory
 
 
 def run_ours_subprocess(
@@ -491,10 +494,97 @@ def run_ours_subprocess(
         args.append("--no-freeze")
     if parse_nice is not None:
         args += ["--parse-nice", str(parse_nice)]
-    done = subprocess.run(args, input=json.dumps(urls), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"our poll failed:\n{done.stderr[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    code, stdout, stderr, memory = _run_measured(args, json.dumps(urls))
+    if code != 0:
+        raise SystemExit(f"our poll failed:\n{stderr[-3000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1])) | memory
+
+
+# ------------------------------------------------------------------ memory of a process tree
+
+# How often the bench process samples the memory of the process tree it measures: from
+# outside, so that reading /proc costs the measured processes nothing.
+MEMORY_SAMPLE_S = 0.1
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every live process below it (Linux /proc): for ours, the fork server,
+    multiprocessing's resource tracker and the parse workers."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone, or not readable
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [root], [root]
+    while todo:
+        below = children.get(todo.pop(), [])
+        tree += below
+        todo += below
+    return tree
+
+
+def _status_kb(pid: int, file: str, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class _TreeMemory:
+    """Samples a process tree's memory every MEMORY_SAMPLE_S until stopped: each process's
+    peak RSS (VmHWM, the kernel's own peak; a page shared by several processes counts in
+    each) and the peak of the tree's summed PSS (a shared page split between its sharers,
+    so the tree's pages count once)."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak_rss_kb: dict[int, int] = {}
+        self.peak_pss_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        pss = 0
+        for pid in _process_tree(self.root):
+            rss = _status_kb(pid, "status", "VmHWM:")
+            self.peak_rss_kb[pid] = max(self.peak_rss_kb.get(pid, 0), rss)
+            pss += _status_kb(pid, "smaps_rollup", "Pss:")
+        self.peak_pss_kb = max(self.peak_pss_kb, pss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(MEMORY_SAMPLE_S):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {
+            "tree_processes": len(self.peak_rss_kb),
+            "tree_rss_mb": sum(self.peak_rss_kb.values()) / 1024,
+            "tree_pss_mb": self.peak_pss_kb / 1024,
+        }
+
+
+def _run_measured(args: list[str], stdin: str) -> tuple[int, str, str, dict[str, float]]:
+    """Run ``args`` to its end, sampling its process tree's memory from here."""
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    memory = _TreeMemory(proc.pid)
+    stdout, stderr = proc.communicate(stdin)
+    return proc.returncode, stdout, stderr, memory.stop()
 
 
 # ------------------------------------------------------------------ report
@@ -589,6 +679,20 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
             "peak RSS MB (main + parse workers)",
             _median(ours, "rss_total_mb"),
             None,
+            ".0f",
+            "lower",
+        ),
+        row(
+            "peak RSS MB, every process (sum of each one's peak; shared pages in each)",
+            _median(ours, "tree_rss_mb"),
+            t and _median(t, "tree_rss_mb"),
+            ".0f",
+            "lower",
+        ),
+        row(
+            "peak PSS MB, every process (shared pages split between their sharers)",
+            _median(ours, "tree_pss_mb"),
+            t and _median(t, "tree_pss_mb"),
             ".0f",
             "lower",
         ),

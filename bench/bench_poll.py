@@ -789,13 +789,14 @@ def main() -> int:
                     continue
                 print(f"round {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr)
     print(
-        f"{len(names)} feeds ({size / 1e6:.1f} MB, median "
-        f"{statistics.median((ours + ign)[0]['first']['items'] / len(names) for _ in [0]):.0f}"
-        f" new items per feed), server: {servers.kind}; {args.rounds} rounds, "
+        f"{len(names)} feeds ({size / 1e6:.1f} MB, "
+        f"{ours[0]['first']['items'] / len(names):.0f} new items per feed on average), "
+        f"server: {servers.kind}; {args.rounds} rounds, "
         f"{os.cpu_count()} CPUs; ours: concurrency {args.workers}, per-host delay "
         f"{PER_HOST_DELAY_S * 1000:g} ms, "
         f"start-up heap {'frozen' if not args.no_freeze else 'not frozen'}, parse_nice "
-        f"{'default' if nice is None else nice}; reader: update_feeds(workers=20)\n"
+        f"{'default' if nice is None else nice}; reader: "
+        f"{'update_feeds(workers=20)' if theirs else 'not run'}\n"
     )
     print(table(ours, ign, theirs))
     if other_nice:

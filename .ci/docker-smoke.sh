@@ -39,7 +39,13 @@ PY=${PY:-3.12}                                  # the X.Y in the Dockerfile's "F
 IMAGE=${IMAGE:-detainer-watch:ci}
 DOCKERFILE=${DOCKERFILE:-Dockerfile}
 CONTAINER_PORT=${CONTAINER_PORT:-8080}          # the port the service listens on inside (0.0.0.0)
-HOST_PORT=${HOST_PORT:-18080}
+# The host port the check connects to: a free one unless given, so that whatever else listens
+# on this machine (a dev server, a benchmark's nginx) cannot fail the run.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' \
+    2>/dev/null || echo 18080
+}
+HOST_PORT=${HOST_PORT:-$(free_port)}
 HEALTH_PATH=${HEALTH_PATH:-/healthz}
 WAIT_S=${WAIT_S:-120}                           # seconds for migrate + startup + first healthy check
 KEEP_DOCKERD=${KEEP_DOCKERD:-0}                 # 1: leave a dockerd we started running

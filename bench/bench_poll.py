@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -346,13 +346,7 @@ def _cpu_of(pid: int) -> float:
 
 
 def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_kb(pid, "status", "VmHWM:") / 1024
 
 
 class _GcClock:
@@ -370,13 +364,34 @@ class _GcClock:
             self.seconds += time.thread_time() - self._started
 
 
-def run_ours(
-    urls: list[str],
-    tmp: Path,
-    concurrency: int,
-    freeze: bool = True,
-    parse_nice: int | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OurSetup:
+    """How our side polls: fetch concurrency, whether the start-up heap is frozen, and
+    ``[polling] parse_nice`` (``None``: the service's default)."""
+
+    concurrency: int
+    freeze: bool = True
+    parse_nice: int | None = None
+
+    def flags(self) -> list[str]:
+        """The command-line flags that give this setup to the ``--_ours`` subprocess."""
+        out = ["--workers", str(self.concurrency)]
+        if not self.freeze:
+            out.append("--no-freeze")
+        if self.parse_nice is not None:
+            out += ["--parse-nice", str(self.parse_nice)]
+        return out
+
+    def describe(self) -> str:
+        nice = "default" if self.parse_nice is None else self.parse_nice
+        heap = "frozen" if self.freeze else "not frozen"
+        return (
+            f"concurrency {self.concurrency}, per-host delay {PER_HOST_DELAY_S * 1000:g} ms, "
+            f"start-up heap {heap}, parse_nice {nice}"
+        )
+
+
+def run_ours(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from service.cli import build
     from service.config import load_config
@@ -386,9 +401,9 @@ def run_ours(
     config = tmp / "bench.toml"
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp}/dw.db"\n'
-        f"[polling]\nconcurrency = {concurrency}\nper_host_concurrency = {concurrency}\n"
-        f"per_host_delay = {PER_HOST_DELAY_S}\n"
-        + ("" if parse_nice is None else f"parse_nice = {parse_nice}\n")
+        f"[polling]\nconcurrency = {setup.concurrency}\n"
+        f"per_host_concurrency = {setup.concurrency}\nper_host_delay = {PER_HOST_DELAY_S}\n"
+        + ("" if setup.parse_nice is None else f"parse_nice = {setup.parse_nice}\n")
         + "[network]\nallow_private_addresses = true\n"
         f'[matcher]\nrules = "{REPO}/config/rules/detainer-sanctuary.toml"\n{feeds}'
     )
@@ -397,7 +412,7 @@ def run_ours(
     gc_clock = _GcClock()
     gc.callbacks.append(gc_clock)
     with build(cfg) as parts:
-        if freeze:
+        if setup.freeze:
             freeze_startup_heap()  # as the run and worker commands do before polling
         todo = parts.storage.enabled_feeds()
         for phase in ("first", "unchanged"):
@@ -476,28 +491,12 @@ def reader_python() -> Path | None:
 
 def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
     args = [str(python), "-c", READER_SCRIPT, json.dumps(urls), str(tmp / "reader.sqlite")]
-    code, stdout, stderr, memory = _run_measured(args, "")
-    if code != 0:
-        raise SystemExit(f"reader's poll failed:\n{stderr[-3000:]}")
-    return dict(json.loads(stdout.strip().splitlines()[-1])) | memory
+    return _run_measured("reader's", args, "")
 
 
-def run_ours_subprocess(
-    urls: list[str],
-    tmp: Path,
-    concurrency: int,
-    freeze: bool = True,
-    parse_nice: int | None = None,
-) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--_ours", str(tmp), "--workers", str(concurrency)]
-    if not freeze:
-        args.append("--no-freeze")
-    if parse_nice is not None:
-        args += ["--parse-nice", str(parse_nice)]
-    code, stdout, stderr, memory = _run_measured(args, json.dumps(urls))
-    if code != 0:
-        raise SystemExit(f"our poll failed:\n{stderr[-3000:]}")
-    return dict(json.loads(stdout.strip().splitlines()[-1])) | memory
+def run_ours_subprocess(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--_ours", str(tmp), *setup.flags()]
+    return _run_measured("our", args, json.dumps(urls))
 
 
 # ------------------------------------------------------------------ memory of a process tree
@@ -507,9 +506,9 @@ def run_ours_subprocess(
 MEMORY_SAMPLE_S = 0.1
 
 
-def _process_tree(root: int) -> list[int]:
-    """``root`` and every live process below it (Linux /proc): for ours, the fork server,
-    multiprocessing's resource tracker and the parse workers."""
+def process_tree(*roots: int) -> list[int]:
+    """``roots`` and every live process below them (Linux /proc): for our side, the fork
+    server, multiprocessing's resource tracker and the parse workers."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -519,7 +518,7 @@ def _process_tree(root: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue  # gone, or not readable
         children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [root], [root]
+    tree, todo = list(roots), list(roots)
     while todo:
         below = children.get(todo.pop(), [])
         tree += below
@@ -553,7 +552,7 @@ class _TreeMemory:
 
     def _sample(self) -> None:
         pss = 0
-        for pid in _process_tree(self.root):
+        for pid in process_tree(self.root):
             rss = _status_kb(pid, "status", "VmHWM:")
             self.peak_rss_kb[pid] = max(self.peak_rss_kb.get(pid, 0), rss)
             pss += _status_kb(pid, "smaps_rollup", "Pss:")
@@ -573,8 +572,9 @@ class _TreeMemory:
         }
 
 
-def _run_measured(args: list[str], stdin: str) -> tuple[int, str, str, dict[str, float]]:
-    """Run ``args`` to its end, sampling its process tree's memory from here."""
+def _run_measured(side: str, args: list[str], stdin: str) -> dict[str, Any]:
+    """Run one side's poll (``args``, which prints its figures as JSON on its last line) to
+    its end, sampling its process tree's memory from here; the figures and the memory."""
     proc = subprocess.Popen(
         args,
         stdin=subprocess.PIPE,
@@ -584,10 +584,18 @@ def _run_measured(args: list[str], stdin: str) -> tuple[int, str, str, dict[str,
     )
     memory = _TreeMemory(proc.pid)
     stdout, stderr = proc.communicate(stdin)
-    return proc.returncode, stdout, stderr, memory.stop()
+    sampled = memory.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} poll failed:\n{stderr[-3000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1])) | sampled
 
 
 # ------------------------------------------------------------------ report
+
+
+def _first_poll_rate(runs: list[dict[str, Any]], what: str) -> float:
+    """Median over ``runs`` of the first poll's ``what`` ("items" or "feeds") per second."""
+    return statistics.median(r["first"][what] / r["first"]["wall_s"] for r in runs)
 
 
 def _median(runs: list[dict[str, Any]], *path: str) -> float:
@@ -608,9 +616,7 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
         return f"| {name} | {us:{fmt}} | {them:{fmt}} | {ratio:.1f}× |"
 
     def first(runs: list[Any], key: str) -> float:
-        if key == "items/s":
-            return statistics.median(r["first"]["items"] / r["first"]["wall_s"] for r in runs)
-        return statistics.median(r["first"]["feeds"] / r["first"]["wall_s"] for r in runs)
+        return _first_poll_rate(runs, "items" if key == "items/s" else "feeds")
 
     def per_feed_ms(runs: list[Any], key: str) -> float:
         return statistics.median(1000 * r["unchanged"][key] / r["unchanged"]["feeds"] for r in runs)
@@ -704,11 +710,7 @@ def nice_comparison(
     ours: list[dict[str, Any]], other: list[dict[str, Any]], nice: int | None, other_nice: int
 ) -> str:
     """One line: the first poll's medians at our parse_nice and at ``other_nice``."""
-
-    def items_per_s(runs: list[dict[str, Any]]) -> float:
-        return statistics.median(r["first"]["items"] / r["first"]["wall_s"] for r in runs)
-
-    mine, theirs = items_per_s(ours), items_per_s(other)
+    mine, theirs = _first_poll_rate(ours, "items"), _first_poll_rate(other, "items")
     label = "the default" if nice is None else str(nice)
     return (
         f"first poll, parse_nice {label}: {mine:,.0f} items/s; parse_nice {other_nice}: "
@@ -746,8 +748,8 @@ def main() -> int:
     args = ap.parse_args()
     if args._ours:
         urls = json.loads(sys.stdin.read())
-        result = run_ours(urls, Path(args._ours), args.workers, not args.no_freeze, args.parse_nice)
-        print(json.dumps(result))
+        setup = OurSetup(args.workers, not args.no_freeze, args.parse_nice)
+        print(json.dumps(run_ours(urls, Path(args._ours), setup)))
         return 0
     if not (SHARED / "feeds").is_dir():
         print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
@@ -760,8 +762,7 @@ def main() -> int:
         honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
         ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
         ours, ign, theirs, other_nice = [], [], [], []
-        freeze = not args.no_freeze
-        nice = args.parse_nice
+        setup = OurSetup(args.workers, not args.no_freeze, args.parse_nice)
         kinds = ["ours", "ignorant", "reader"]
         if args.compare_parse_nice is not None:
             kinds.insert(1, "ours-nice")
@@ -770,17 +771,14 @@ def main() -> int:
                 run_dir = tmp / f"{kind}-{i}"
                 run_dir.mkdir()
                 if kind == "ours":
-                    ours.append(run_ours_subprocess(honest, run_dir, args.workers, freeze, nice))
+                    ours.append(run_ours_subprocess(honest, run_dir, setup))
                     result = ours[-1]
                 elif kind == "ours-nice":
-                    other_nice.append(
-                        run_ours_subprocess(
-                            honest, run_dir, args.workers, freeze, args.compare_parse_nice
-                        )
-                    )
+                    other = replace(setup, parse_nice=args.compare_parse_nice)
+                    other_nice.append(run_ours_subprocess(honest, run_dir, other))
                     result = other_nice[-1]
                 elif kind == "ignorant":
-                    ign.append(run_ours_subprocess(ignoring, run_dir, args.workers, freeze, nice))
+                    ign.append(run_ours_subprocess(ignoring, run_dir, setup))
                     result = ign[-1]
                 elif python is not None:
                     theirs.append(run_reader(python, honest, run_dir))
@@ -792,15 +790,12 @@ def main() -> int:
         f"{len(names)} feeds ({size / 1e6:.1f} MB, "
         f"{ours[0]['first']['items'] / len(names):.0f} new items per feed on average), "
         f"server: {servers.kind}; {args.rounds} rounds, "
-        f"{os.cpu_count()} CPUs; ours: concurrency {args.workers}, per-host delay "
-        f"{PER_HOST_DELAY_S * 1000:g} ms, "
-        f"start-up heap {'frozen' if not args.no_freeze else 'not frozen'}, parse_nice "
-        f"{'default' if nice is None else nice}; reader: "
+        f"{os.cpu_count()} CPUs; ours: {setup.describe()}; reader: "
         f"{'update_feeds(workers=20)' if theirs else 'not run'}\n"
     )
     print(table(ours, ign, theirs))
     if other_nice:
-        print("\n" + nice_comparison(ours, other_nice, nice, args.compare_parse_nice))
+        print("\n" + nice_comparison(ours, other_nice, setup.parse_nice, args.compare_parse_nice))
     return 0
 
 

@@ -47,7 +47,7 @@ from sqlmodel import col
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_poll import served_corpus  # noqa: E402
+from bench.bench_poll import process_tree, served_corpus  # noqa: E402
 from service.config import load_config  # noqa: E402
 from service.storage import Storage, make_engine, migrate  # noqa: E402
 from service.storage.tables import ArticleRow, FeedRow, HitRow  # noqa: E402
@@ -111,19 +111,9 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 def process_cpu(roots: list[int]) -> dict[int, float]:
     """CPU seconds (user + system) of each live process in the trees under ``roots``."""
-    parent: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _proc_stat(int(entry.name))):
-            parent[int(entry.name)] = int(fields[1])
-    wanted = set(roots)
-    grew = True
-    while grew:
-        more = {pid for pid, ppid in parent.items() if ppid in wanted} - wanted
-        wanted |= more
-        grew = bool(more)
     ticks = os.sysconf("SC_CLK_TCK")
     out = {}
-    for pid in wanted:
+    for pid in set(process_tree(*roots)):
         if fields := _proc_stat(pid):
             out[pid] = (int(fields[11]) + int(fields[12])) / ticks
     return out

@@ -121,9 +121,10 @@ class ParsePool:
         if self.processes <= 0:
             return None
         anchors = None if prefilter is None else prefilter.anchors
-        return self._started().submit(_parse_in_worker, body, dict(headers), url, anchors)
+        executor = self._executor or self._start()  # the lock only until it is started
+        return executor.submit(_parse_in_worker, body, dict(headers), url, anchors)
 
-    def _started(self) -> ProcessPoolExecutor:
+    def _start(self) -> ProcessPoolExecutor:
         with self._starting:
             if self._executor is None:
                 context = multiprocessing.get_context("forkserver")

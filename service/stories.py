@@ -325,10 +325,13 @@ def _choose(
         return joined(same_hash, "hash", 1.0)
     best: _Known | None = None
     best_score = 0.0
+    mine: frozenset[int] | None = None  # unpacked once, and only if a candidate is in time
     for k in known.sharing_a_band(fp):
         if abs(k.at - at) > window:
             continue
-        score = resemblance_of(fp, k.fp)
+        if mine is None:
+            mine = shingle_set(fp)
+        score = resemblance(mine, shingle_set(k.fp))
         if score >= threshold and score > best_score:
             best, best_score = k, score
     return StoryChoice() if best is None else joined(best, "text", best_score)

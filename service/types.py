@@ -105,8 +105,8 @@ class Fingerprint:
     The shingle hashes are packed, sorted, as 32-bit unsigned integers (``array("I")``
     bytes; ``stories.shingle_set`` unpacks them): the parse workers send every article's
     fingerprint to the poller, which compares shingles only for the few articles sharing a
-    band key, and a frozenset of ~100 ints cost the poller ~10 us an article to unpickle
-    and ~4 KB an article to hold while it waited to be stored."""
+    band key, and a frozenset of ~100 ints per article cost the poller time to unpickle
+    and memory to hold while the article waited to be stored."""
 
     shingle_hashes: bytes
     band_keys: tuple[int, ...]

@@ -336,12 +336,20 @@ def served_corpus(prefix: str, count: int, server: str) -> Iterator[ServedCorpus
 # ------------------------------------------------------------------ our side (subprocess)
 
 
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, ...); ``None``
+    when the process is gone or its file unreadable."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        return None
+
+
+def cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc); ``None`` once it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -418,13 +426,13 @@ def run_ours(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
         for phase in ("first", "unchanged"):
             workers = parts.poller.parse_pool.worker_pids()
             main0, gc0 = time.process_time(), gc_clock.seconds
-            workers0 = sum(_cpu_of(p) for p in workers)
+            workers0 = sum(cpu_of(p) or 0.0 for p in workers)
             t0 = time.perf_counter()
             reports = parts.poller.poll(todo)
             wall = time.perf_counter() - t0
             main_cpu = time.process_time() - main0
             workers = parts.poller.parse_pool.worker_pids()
-            workers_cpu = sum(_cpu_of(p) for p in workers) - workers0
+            workers_cpu = sum(cpu_of(p) or 0.0 for p in workers) - workers0
             out[phase] = {
                 "wall_s": wall,
                 "cpu_s": main_cpu + workers_cpu,
@@ -513,11 +521,10 @@ def process_tree(*roots: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+        fields = _stat_fields(int(entry.name))
+        if fields is None:
             continue  # gone, or not readable
-        children.setdefault(parent, []).append(int(entry.name))
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
     tree, todo = list(roots), list(roots)
     while todo:
         below = children.get(todo.pop(), [])

@@ -47,7 +47,7 @@ from sqlmodel import col
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_poll import process_tree, served_corpus  # noqa: E402
+from bench.bench_poll import cpu_of, process_tree, served_corpus  # noqa: E402
 from service.config import load_config  # noqa: E402
 from service.storage import Storage, make_engine, migrate  # noqa: E402
 from service.storage.tables import ArticleRow, FeedRow, HitRow  # noqa: E402
@@ -102,20 +102,12 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def process_cpu(roots: list[int]) -> dict[int, float]:
     """CPU seconds (user + system) of each live process in the trees under ``roots``."""
-    ticks = os.sysconf("SC_CLK_TCK")
     out = {}
     for pid in set(process_tree(*roots)):
-        if fields := _proc_stat(pid):
-            out[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        if (seconds := cpu_of(pid)) is not None:
+            out[pid] = seconds
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from service import __version__
 from service.config import Config, load_config
 from service.errors import ConfigError, DetainerWatchError
-from service.heap import freeze_startup_heap
+from service.heap import freeze_startup_heap, limit_malloc_arenas
 
 log = logging.getLogger("service")
 
@@ -206,6 +206,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
 
     from service.api import create_app
 
+    limit_malloc_arenas()  # before any thread: fetch threads, scheduler, server
     with build(cfg) as parts:
         # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
         scheduler = _scheduler(cfg, parts)
@@ -294,6 +295,7 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    limit_malloc_arenas()  # before any thread: fetch threads, scheduler, metrics server
     with build(cfg) as parts:
         scheduler = _scheduler(cfg, parts)
         metrics_server = _serve_worker_metrics(cfg, scheduler.metrics)
@@ -387,6 +389,7 @@ def _reload_rules_on_sighup(cfg: Config, poller: Any) -> None:
 
 
 def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
+    limit_malloc_arenas()  # before the fetch threads
     with build(cfg) as parts:
         storage = parts.storage
         if args.feed:

@@ -1,0 +1,102 @@
+"""The malloc arena cap of the long-running commands (``service.heap.limit_malloc_arenas``).
+
+Each case runs in a fresh Python, since the cap is process-wide and only holds for arenas
+made after it: threads each allocate a large object (glibc gives a thread without an arena
+a new one while the cap allows), and ``malloc_info`` then lists the process's arenas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Threads started by the probe; with no cap glibc allows 8 arenas per core, more than this
+# many on any machine, so each thread gets its own.
+THREADS = 6
+
+PROBE = f"""
+import ctypes, json, re, sys, tempfile, threading
+from service.heap import limit_malloc_arenas
+
+cap = int(sys.argv[1])
+applied = limit_malloc_arenas(cap) if cap >= 0 else None
+barrier = threading.Barrier({THREADS})
+kept = []
+
+def allocate():
+    barrier.wait()  # all alive at once: none can inherit a finished thread's arena
+    kept.append(bytearray(200_000))  # malloc'd in this thread
+    barrier.wait()
+
+threads = [threading.Thread(target=allocate) for _ in range({THREADS})]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+
+libc = ctypes.CDLL(None)
+libc.fdopen.restype = ctypes.c_void_p
+with tempfile.TemporaryFile() as f:
+    stream = libc.fdopen(libc.dup(f.fileno()), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    f.seek(0)
+    info = f.read().decode()
+arenas = len(re.findall(r'<heap nr="', info))
+print(json.dumps({{"applied": applied, "arenas": arenas}}))
+"""
+
+
+def glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not glibc(), reason="malloc arenas are glibc's")
+
+
+def probe(cap: int, env: dict[str, str] | None = None) -> dict[str, object]:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(cap)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=environ | (env or {}),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    ("cap", "env", "applied", "most"),
+    [
+        (-1, None, None, None),  # not called: one arena per thread, plus the main one
+        (2, None, True, 2),
+        (1, None, True, 1),
+        (0, None, False, None),  # 0 asks for glibc's default
+        # The environment's MALLOC_ARENA_MAX wins: glibc applied it, the call changes nothing.
+        (1, {"MALLOC_ARENA_MAX": "3"}, False, 3),
+    ],
+)
+def test_arena_cap(
+    cap: int, env: dict[str, str] | None, applied: bool | None, most: int | None
+) -> None:
+    got = probe(cap, env)
+    assert got["applied"] == applied
+    arenas = got["arenas"]
+    assert isinstance(arenas, int)
+    if most is None:
+        assert arenas > THREADS  # uncapped: the main arena and one per thread
+    else:
+        assert 1 <= arenas <= most

@@ -9,9 +9,12 @@ do real work), serves them on 127.0.0.1 from nginx (Debian's nginx-light, instal
 started by this script when it can) or else from a threaded Python static server, and in
 each round, side by side:
 
-* ours: a fresh SQLite database, the service's own composition root (``cli.build``, as
-  `detainer-watch poll --all` runs) with politeness towards the one loopback host turned
-  off (per-host delay 1 ms, per-host concurrency = concurrency), then
+* ours: a fresh SQLite database, migrated by a separate `detainer-watch migrate` as
+  `make run` and the Docker image do (``--migrate-in-poller``: by the polling process
+  itself, which then keeps Alembic in memory), and the service's own composition root
+  (``cli.build``, as `detainer-watch poll --all` runs) with the start-up steps of the
+  commands (malloc arena cap, frozen start-up heap) and politeness towards the one loopback
+  host turned off (per-host delay 1 ms, per-host concurrency = concurrency), then
   1. first poll (everything new: fetched, parsed, matched, stored),
   2. no-change poll (the server answers 304 to our validators),
   3. the same two polls against a server that ignores validators (200, same bytes: hash,
@@ -30,9 +33,12 @@ printed it); and, sampled from this process every 0.1 s over the side's whole pr
 each process's peak RSS (a page shared by several counts in each) and the peak of their
 summed PSS (a shared page split between its sharers, so the tree's memory counts once).
 Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
---rounds 1` checks peak memory at scale. Ours runs with the service's default
-``[polling] parse_nice`` unless ``--parse-nice N`` says otherwise; ``--compare-parse-nice N``
-adds, in each round, a first poll with ``parse_nice = N`` and prints the two side by side.
+--rounds 1` checks peak memory at scale. Ours runs with the service's defaults unless told
+otherwise: ``--parse-nice N`` (``[polling] parse_nice``), ``--malloc-arenas N`` (0: glibc's
+own limit). Each ``--compare-...`` option adds, in each round, one more run of ours with that
+one thing changed (``--compare-parse-nice N``, ``--compare-malloc-arenas N``,
+``--compare-migrate-in-poller``) and prints a line comparing its first poll and memory
+with the table's.
 """
 
 from __future__ import annotations
@@ -374,12 +380,17 @@ class _GcClock:
 
 @dataclass(frozen=True)
 class OurSetup:
-    """How our side polls: fetch concurrency, whether the start-up heap is frozen, and
-    ``[polling] parse_nice`` (``None``: the service's default)."""
+    """How our side polls: fetch concurrency, whether the start-up heap is frozen,
+    ``[polling] parse_nice`` (``None``: the service's default), the malloc arena cap
+    (``None``: the service's ``heap.MALLOC_ARENAS``; 0: glibc's default, no cap) and whether
+    the fresh database is migrated by a separate ``migrate`` command first, as ``make run``
+    and the Docker image do (else by the polling process itself, which then holds Alembic)."""
 
     concurrency: int
     freeze: bool = True
     parse_nice: int | None = None
+    malloc_arenas: int | None = None
+    migrate_apart: bool = True
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -388,23 +399,28 @@ class OurSetup:
             out.append("--no-freeze")
         if self.parse_nice is not None:
             out += ["--parse-nice", str(self.parse_nice)]
+        if self.malloc_arenas is not None:
+            out += ["--malloc-arenas", str(self.malloc_arenas)]
+        if not self.migrate_apart:
+            out.append("--migrate-in-poller")
         return out
 
     def describe(self) -> str:
         nice = "default" if self.parse_nice is None else self.parse_nice
         heap = "frozen" if self.freeze else "not frozen"
+        arenas = {None: "default", 0: "glibc's default"}.get(
+            self.malloc_arenas, str(self.malloc_arenas)
+        )
+        schema = "by `migrate` beforehand" if self.migrate_apart else "by the polling process"
         return (
             f"concurrency {self.concurrency}, per-host delay {PER_HOST_DELAY_S * 1000:g} ms, "
-            f"start-up heap {heap}, parse_nice {nice}"
+            f"start-up heap {heap}, parse_nice {nice}, malloc arenas {arenas}, "
+            f"schema migrated {schema}"
         )
 
 
-def run_ours(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
-    from service.cli import build
-    from service.config import load_config
-    from service.heap import freeze_startup_heap
-
+def write_our_config(urls: list[str], tmp: Path, setup: OurSetup) -> Path:
+    """Our side's config: a fresh SQLite database in ``tmp`` and ``urls`` as its feeds."""
     feeds = "".join(f'[[feeds]]\nurl = "{u}"\n' for u in urls)
     config = tmp / "bench.toml"
     config.write_text(
@@ -415,11 +431,23 @@ def run_ours(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
         + "[network]\nallow_private_addresses = true\n"
         f'[matcher]\nrules = "{REPO}/config/rules/detainer-sanctuary.toml"\n{feeds}'
     )
+    return config
+
+
+def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))
+    from service.cli import build
+    from service.config import load_config
+    from service.heap import MALLOC_ARENAS, freeze_startup_heap, limit_malloc_arenas
+
+    # As the run, worker and poll commands do before any thread starts.
+    limit_malloc_arenas(MALLOC_ARENAS if setup.malloc_arenas is None else setup.malloc_arenas)
     cfg = load_config(config, env={})
     out: dict[str, Any] = {}
     gc_clock = _GcClock()
     gc.callbacks.append(gc_clock)
     with build(cfg) as parts:
+        out["alembic_loaded"] = "alembic" in sys.modules
         if setup.freeze:
             freeze_startup_heap()  # as the run and worker commands do before polling
         todo = parts.storage.enabled_feeds()
@@ -450,12 +478,6 @@ def run_ours(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
     out["rss_mb"] = main_rss
     out["rss_total_mb"] = main_rss + sum(worker_rss)
     return out
-
-
-def _pool_processes(poller: Any) -> list[Any]:
-    pool = getattr(poller, "parse_pool", None)
-    procs = getattr(pool, "_processes", None) or {}
-    return list(procs.values())
 
 
 # ------------------------------------------------------------------ reader (subprocess)
@@ -503,8 +525,18 @@ def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
 
 
 def run_ours_subprocess(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--_ours", str(tmp), *setup.flags()]
-    return _run_measured("our", args, json.dumps(urls))
+    config = write_our_config(urls, tmp, setup)
+    if setup.migrate_apart:
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "--config", str(config), "migrate"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"migrate failed:\n{done.stderr[-3000:]}")
+    args = [sys.executable, __file__, "--_ours", str(config), *setup.flags()]
+    return _run_measured("our", args, "")
 
 
 # ------------------------------------------------------------------ memory of a process tree
@@ -713,17 +745,20 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
     return "\n".join(lines)
 
 
-def nice_comparison(
-    ours: list[dict[str, Any]], other: list[dict[str, Any]], nice: int | None, other_nice: int
+def comparison(
+    ours: list[dict[str, Any]], other: list[dict[str, Any]], label: str, other_label: str
 ) -> str:
-    """One line: the first poll's medians at our parse_nice and at ``other_nice``."""
+    """One line: the first poll's medians with our setup (``label``) and another."""
     mine, theirs = _first_poll_rate(ours, "items"), _first_poll_rate(other, "items")
-    label = "the default" if nice is None else str(nice)
+
+    def both(*path: str, fmt: str) -> str:
+        return f"{_median(ours, *path):{fmt}} against {_median(other, *path):{fmt}}"
+
     return (
-        f"first poll, parse_nice {label}: {mine:,.0f} items/s; parse_nice {other_nice}: "
-        f"{theirs:,.0f} items/s ({mine / theirs:.2f}x); main-process CPU "
-        f"{_median(ours, 'first', 'main_cpu_s'):.2f} s against "
-        f"{_median(other, 'first', 'main_cpu_s'):.2f} s"
+        f"first poll, {label}: {mine:,.0f} items/s; {other_label}: {theirs:,.0f} items/s "
+        f"({mine / theirs:.2f}x); main-process CPU s {both('first', 'main_cpu_s', fmt='.2f')}; "
+        f"peak RSS MB, main process {both('rss_mb', fmt='.0f')}; summed over every process "
+        f"{both('tree_rss_mb', fmt='.0f')}; peak PSS MB {both('tree_pss_mb', fmt='.0f')}"
     )
 
 
@@ -751,12 +786,39 @@ def main() -> int:
         metavar="N",
         help="also poll with parse_nice = N in each round and compare first polls",
     )
-    ap.add_argument("--_ours", metavar="TMP", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--malloc-arenas",
+        type=int,
+        metavar="N",
+        help="our malloc arena cap (default: the service's; 0: glibc's default, no cap)",
+    )
+    ap.add_argument(
+        "--compare-malloc-arenas",
+        type=int,
+        metavar="N",
+        help="also poll with the malloc arena cap N (0: none) in each round and compare",
+    )
+    ap.add_argument(
+        "--migrate-in-poller",
+        action="store_true",
+        help="let the polling process migrate the fresh database (it then holds Alembic)",
+    )
+    ap.add_argument(
+        "--compare-migrate-in-poller",
+        action="store_true",
+        help="also poll with the schema migrated by the polling process, and compare",
+    )
+    ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    setup = OurSetup(
+        args.workers,
+        not args.no_freeze,
+        args.parse_nice,
+        args.malloc_arenas,
+        not args.migrate_in_poller,
+    )
     if args._ours:
-        urls = json.loads(sys.stdin.read())
-        setup = OurSetup(args.workers, not args.no_freeze, args.parse_nice)
-        print(json.dumps(run_ours(urls, Path(args._ours), setup)))
+        print(json.dumps(run_ours(Path(args._ours), setup)))
         return 0
     if not (SHARED / "feeds").is_dir():
         print(f"skipped: {SHARED / 'feeds'} is absent (the shared feed corpus)")
@@ -768,31 +830,32 @@ def main() -> int:
             print("reader: skipped (pip install reader sgmllib3k failed; offline?)")
         honest = [f"http://127.0.0.1:{servers.honest}/{n}" for n in names]
         ignoring = [f"http://127.0.0.1:{servers.ignorant}/{n}" for n in names]
-        ours, ign, theirs, other_nice = [], [], [], []
-        setup = OurSetup(args.workers, not args.no_freeze, args.parse_nice)
-        kinds = ["ours", "ignorant", "reader"]
+        # Other setups of ours polled in each round beside the main one: (label, setup).
+        variants: list[tuple[str, OurSetup]] = []
         if args.compare_parse_nice is not None:
-            kinds.insert(1, "ours-nice")
+            other = replace(setup, parse_nice=args.compare_parse_nice)
+            variants.append((f"parse_nice {args.compare_parse_nice}", other))
+        if args.compare_malloc_arenas is not None:
+            other = replace(setup, malloc_arenas=args.compare_malloc_arenas)
+            variants.append((f"malloc arenas {args.compare_malloc_arenas or 'uncapped'}", other))
+        if args.compare_migrate_in_poller:
+            variants.append(
+                ("migrated by the polling process", replace(setup, migrate_apart=False))
+            )
+        runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
+        runs.append(("ignorant", ignoring, setup))
+        results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}
+        results["reader"] = []
         for i in range(args.rounds):
-            for kind in kinds:
-                run_dir = tmp / f"{kind}-{i}"
-                run_dir.mkdir()
-                if kind == "ours":
-                    ours.append(run_ours_subprocess(honest, run_dir, setup))
-                    result = ours[-1]
-                elif kind == "ours-nice":
-                    other = replace(setup, parse_nice=args.compare_parse_nice)
-                    other_nice.append(run_ours_subprocess(honest, run_dir, other))
-                    result = other_nice[-1]
-                elif kind == "ignorant":
-                    ign.append(run_ours_subprocess(ignoring, run_dir, setup))
-                    result = ign[-1]
-                elif python is not None:
-                    theirs.append(run_reader(python, honest, run_dir))
-                    result = theirs[-1]
-                else:
-                    continue
-                print(f"round {i + 1} {kind}: {json.dumps(result)}", file=sys.stderr)
+            for kind, urls, our_setup in runs:
+                run_dir = Path(tempfile.mkdtemp(prefix=f"round{i}-", dir=tmp))
+                results[kind].append(run_ours_subprocess(urls, run_dir, our_setup))
+                print(f"round {i + 1} {kind}: {json.dumps(results[kind][-1])}", file=sys.stderr)
+            if python is not None:
+                run_dir = Path(tempfile.mkdtemp(prefix=f"round{i}-", dir=tmp))
+                results["reader"].append(run_reader(python, honest, run_dir))
+                print(f"round {i + 1} reader: {json.dumps(results['reader'][-1])}", file=sys.stderr)
+    ours, theirs = results["ours"], results["reader"]
     print(
         f"{len(names)} feeds ({size / 1e6:.1f} MB, "
         f"{ours[0]['first']['items'] / len(names):.0f} new items per feed on average), "
@@ -800,9 +863,9 @@ def main() -> int:
         f"{os.cpu_count()} CPUs; ours: {setup.describe()}; reader: "
         f"{'update_feeds(workers=20)' if theirs else 'not run'}\n"
     )
-    print(table(ours, ign, theirs))
-    if other_nice:
-        print("\n" + nice_comparison(ours, other_nice, setup.parse_nice, args.compare_parse_nice))
+    print(table(ours, results["ignorant"], theirs))
+    for label, _ in variants:
+        print("\n" + comparison(ours, results[label], "as in the table", label))
     return 0
 
 

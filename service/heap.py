@@ -34,9 +34,12 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         libc = ""
     if not libc.startswith("glibc"):
         return False
-    import ctypes
+    try:
+        import ctypes
 
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (ImportError, OSError):  # a Python built without ctypes: run with glibc's default
+        return False
     return mallopt is not None and mallopt(_M_ARENA_MAX, arenas) == 1
 
 

@@ -26,7 +26,12 @@ import ctypes, json, re, sys, tempfile, threading
 from service.heap import limit_malloc_arenas
 
 cap = int(sys.argv[1])
-applied = limit_malloc_arenas(cap) if cap >= 0 else None
+if sys.argv[2:] == ["no-ctypes"]:  # a Python built without ctypes
+    saved, sys.modules["ctypes"] = sys.modules.get("ctypes"), None
+    applied = limit_malloc_arenas(cap)
+    sys.modules["ctypes"] = saved  # the probe's own malloc_info call needs it
+else:
+    applied = limit_malloc_arenas(cap) if cap >= 0 else None
 barrier = threading.Barrier({THREADS})
 kept = []
 
@@ -64,10 +69,10 @@ def glibc() -> bool:
 pytestmark = pytest.mark.skipif(not glibc(), reason="malloc arenas are glibc's")
 
 
-def probe(cap: int, env: dict[str, str] | None = None) -> dict[str, object]:
+def probe(cap: int, env: dict[str, str] | None = None, *flags: str) -> dict[str, object]:
     environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(cap)],
+        [sys.executable, "-c", PROBE, str(cap), *flags],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -100,3 +105,10 @@ def test_arena_cap(
         assert arenas > THREADS  # uncapped: the main arena and one per thread
     else:
         assert 1 <= arenas <= most
+
+
+def test_without_ctypes_nothing_changes() -> None:
+    got = probe(2, None, "no-ctypes")
+    assert got["applied"] is False
+    arenas = got["arenas"]
+    assert isinstance(arenas, int) and arenas > THREADS

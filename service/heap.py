@@ -14,8 +14,10 @@ import os
 # allocates its own arena, up to 8 per core, and hands little of an arena's freed memory back
 # to the system, so every fetch thread's share of the documents it read stayed resident.
 # With two, a 500-feed first poll's main process peaked at 115 MB instead of 119 in each of
-# 5 rounds, at the same speed (bench/bench_poll.py --compare-malloc-arenas 0). CPython
-# allocates small objects itself, under the GIL, so threads seldom wait on malloc's lock.
+# 5 rounds, at the same speed, and a 5,000-feed one at 132 instead of 145 MB (the no-change
+# polls after it cost a little more CPU in 3 of 4 rounds; README "Polling performance";
+# bench/bench_poll.py --compare-malloc-arenas 0). CPython allocates small objects itself,
+# under the GIL, so threads seldom wait on malloc's lock.
 MALLOC_ARENAS = 2
 # mallopt's parameter number for the arena limit (<malloc.h>: M_ARENA_MAX).
 _M_ARENA_MAX = -8

@@ -521,22 +521,28 @@ def reader_python() -> Path | None:
 
 def run_reader(python: Path, urls: list[str], tmp: Path) -> dict[str, Any]:
     args = [str(python), "-c", READER_SCRIPT, json.dumps(urls), str(tmp / "reader.sqlite")]
-    return _run_measured("reader's", args, "")
+    return _run_measured("reader's", args)
+
+
+def migrate_database(config: Path) -> None:
+    """Create the schema of ``config``'s database with a separate `detainer-watch migrate`,
+    as `make run` and the Docker image do: a process that then finds the schema current
+    does not import Alembic."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(config), "migrate"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"migrate failed:\n{done.stderr[-3000:]}")
 
 
 def run_ours_subprocess(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
     config = write_our_config(urls, tmp, setup)
     if setup.migrate_apart:
-        done = subprocess.run(
-            [sys.executable, "-m", "service", "--config", str(config), "migrate"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"migrate failed:\n{done.stderr[-3000:]}")
-    args = [sys.executable, __file__, "--_ours", str(config), *setup.flags()]
-    return _run_measured("our", args, "")
+        migrate_database(config)
+    return _run_measured("our", [sys.executable, __file__, "--_ours", str(config), *setup.flags()])
 
 
 # ------------------------------------------------------------------ memory of a process tree
@@ -611,18 +617,14 @@ class _TreeMemory:
         }
 
 
-def _run_measured(side: str, args: list[str], stdin: str) -> dict[str, Any]:
+def _run_measured(side: str, args: list[str]) -> dict[str, Any]:
     """Run one side's poll (``args``, which prints its figures as JSON on its last line) to
     its end, sampling its process tree's memory from here; the figures and the memory."""
     proc = subprocess.Popen(
-        args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     memory = _TreeMemory(proc.pid)
-    stdout, stderr = proc.communicate(stdin)
+    stdout, stderr = proc.communicate()
     sampled = memory.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{side} poll failed:\n{stderr[-3000:]}")

@@ -43,7 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_poll import SHARED, build_corpus  # noqa: E402
+from bench.bench_poll import SHARED, build_corpus, migrate_database  # noqa: E402
 from service.cli import build  # noqa: E402
 from service.config import DEFAULT_SQLITE_CACHE_MB, load_config  # noqa: E402
 from service.errors import ParseError  # noqa: E402
@@ -93,14 +93,7 @@ def built_rss_mb(tmp: Path) -> list[tuple[str, float]]:
         f'[database]\nurl = "sqlite:///{tmp / "empty.db"}"\n[matcher]\nrules = "{RULES}"\n',
         encoding="utf-8",
     )
-    # Migrated by a separate command first, as `make run` and the Docker image do: a process
-    # that finds the schema current does not import Alembic.
-    subprocess.run(
-        [sys.executable, "-m", "service", "--config", str(config), "migrate"],
-        capture_output=True,
-        cwd=REPO,
-        check=True,
-    )
+    migrate_database(config)
     done = subprocess.run(
         [sys.executable, "-c", BUILT_RSS, str(config)],
         capture_output=True,

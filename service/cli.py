@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from service import __version__
 from service.config import Config, load_config
 from service.errors import ConfigError, DetainerWatchError
-from service.heap import freeze_startup_heap, limit_malloc_arenas
+from service.heap import freeze_startup_heap, import_httpx_without_cli, limit_malloc_arenas
 
 log = logging.getLogger("service")
 
@@ -207,6 +207,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     from service.api import create_app
 
     limit_malloc_arenas()  # before any thread: fetch threads, scheduler, server
+    import_httpx_without_cli()  # before build() imports it
     with build(cfg) as parts:
         # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
         scheduler = _scheduler(cfg, parts)
@@ -296,6 +297,7 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
     import threading
 
     limit_malloc_arenas()  # before any thread: fetch threads, scheduler, metrics server
+    import_httpx_without_cli()  # before build() imports it
     with build(cfg) as parts:
         scheduler = _scheduler(cfg, parts)
         metrics_server = _serve_worker_metrics(cfg, scheduler.metrics)
@@ -390,6 +392,7 @@ def _reload_rules_on_sighup(cfg: Config, poller: Any) -> None:
 
 def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # before the fetch threads
+    import_httpx_without_cli()  # before build() imports it
     with build(cfg) as parts:
         storage = parts.storage
         if args.feed:

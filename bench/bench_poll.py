@@ -13,8 +13,9 @@ each round, side by side:
   `make run` and the Docker image do (``--migrate-in-poller``: by the polling process
   itself, which then keeps Alembic in memory), and the service's own composition root
   (``cli.build``, as `detainer-watch poll --all` runs) with the start-up steps of the
-  commands (malloc arena cap, frozen start-up heap) and politeness towards the one loopback
-  host turned off (per-host delay 1 ms, per-host concurrency = concurrency), then
+  commands (malloc arena cap, httpx without its command-line tool, frozen start-up heap)
+  and politeness towards the one loopback host turned off (per-host delay 1 ms, per-host
+  concurrency = concurrency), then
   1. first poll (everything new: fetched, parsed, matched, stored),
   2. no-change poll (the server answers 304 to our validators),
   3. the same two polls against a server that ignores validators (200, same bytes: hash,
@@ -35,10 +36,11 @@ summed PSS (a shared page split between its sharers, so the tree's memory counts
 Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
 --rounds 1` checks peak memory at scale. Ours runs with the service's defaults unless told
 otherwise: ``--parse-nice N`` (``[polling] parse_nice``), ``--malloc-arenas N`` (0: glibc's
-own limit). Each ``--compare-...`` option adds, in each round, one more run of ours with that
-one thing changed (``--compare-parse-nice N``, ``--compare-malloc-arenas N``,
-``--compare-migrate-in-poller``) and prints a line comparing its first poll and memory
-with the table's.
+own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unless told).
+Each ``--compare-...`` option adds, in each round, one more run of ours with that one thing
+changed (``--compare-parse-nice N``, ``--compare-malloc-arenas N``,
+``--compare-migrate-in-poller``, ``--compare-httpx-cli``) and prints a line comparing its
+first poll and memory with the table's.
 """
 
 from __future__ import annotations
@@ -384,13 +386,15 @@ class OurSetup:
     ``[polling] parse_nice`` (``None``: the service's default), the malloc arena cap
     (``None``: the service's ``heap.MALLOC_ARENAS``; 0: glibc's default, no cap) and whether
     the fresh database is migrated by a separate ``migrate`` command first, as ``make run``
-    and the Docker image do (else by the polling process itself, which then holds Alembic)."""
+    and the Docker image do (else by the polling process itself, which then holds Alembic),
+    and whether httpx comes with its command-line tool (the commands leave it out)."""
 
     concurrency: int
     freeze: bool = True
     parse_nice: int | None = None
     malloc_arenas: int | None = None
     migrate_apart: bool = True
+    httpx_cli: bool = False
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -403,6 +407,8 @@ class OurSetup:
             out += ["--malloc-arenas", str(self.malloc_arenas)]
         if not self.migrate_apart:
             out.append("--migrate-in-poller")
+        if self.httpx_cli:
+            out.append("--httpx-cli")
         return out
 
     def describe(self) -> str:
@@ -412,10 +418,11 @@ class OurSetup:
             self.malloc_arenas, str(self.malloc_arenas)
         )
         schema = "by `migrate` beforehand" if self.migrate_apart else "by the polling process"
+        cli = "with" if self.httpx_cli else "without"
         return (
             f"concurrency {self.concurrency}, per-host delay {PER_HOST_DELAY_S * 1000:g} ms, "
             f"start-up heap {heap}, parse_nice {nice}, malloc arenas {arenas}, "
-            f"schema migrated {schema}"
+            f"schema migrated {schema}, httpx {cli} its command-line tool"
         )
 
 
@@ -438,10 +445,17 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from service.cli import build
     from service.config import load_config
-    from service.heap import MALLOC_ARENAS, freeze_startup_heap, limit_malloc_arenas
+    from service.heap import (
+        MALLOC_ARENAS,
+        freeze_startup_heap,
+        import_httpx_without_cli,
+        limit_malloc_arenas,
+    )
 
     # As the run, worker and poll commands do before any thread starts.
     limit_malloc_arenas(MALLOC_ARENAS if setup.malloc_arenas is None else setup.malloc_arenas)
+    if not setup.httpx_cli:
+        import_httpx_without_cli()
     cfg = load_config(config, env={})
     out: dict[str, Any] = {}
     gc_clock = _GcClock()
@@ -814,6 +828,16 @@ def main() -> int:
         action="store_true",
         help="also poll with the schema migrated by the polling process, and compare",
     )
+    ap.add_argument(
+        "--httpx-cli",
+        action="store_true",
+        help="let httpx import its command-line tool (click, rich, pygments when installed)",
+    )
+    ap.add_argument(
+        "--compare-httpx-cli",
+        action="store_true",
+        help="also poll with httpx's command-line tool imported, and compare",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -822,6 +846,7 @@ def main() -> int:
         args.parse_nice,
         args.malloc_arenas,
         not args.migrate_in_poller,
+        args.httpx_cli,
     )
     if args._ours:
         print(json.dumps(run_ours(Path(args._ours), setup)))
@@ -848,6 +873,8 @@ def main() -> int:
             variants.append(
                 ("migrated by the polling process", replace(setup, migrate_apart=False))
             )
+        if args.compare_httpx_cli:
+            variants.append(("httpx with its command-line tool", replace(setup, httpx_cli=True)))
         runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
         runs.append(("ignorant", ignoring, setup))
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}

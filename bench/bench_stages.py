@@ -68,8 +68,9 @@ def rss():
     return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 
 steps = [("Python", rss())]
-import httpx
-steps.append(("+ httpx", rss()))
+from service.heap import import_httpx_without_cli
+import_httpx_without_cli()  # as the run, worker and poll commands import it
+steps.append(("+ httpx (without its command-line tool)", rss()))
 import sqlalchemy
 steps.append(("+ SQLAlchemy", rss()))
 import sqlmodel
@@ -84,6 +85,32 @@ with build(load_config(Path(sys.argv[1]), env={})):
 for name, mb in steps:
     print(f"{mb:.1f}\t{name}")
 """
+
+
+# Run in a fresh process: its resident memory after importing httpx, either as a plain
+# ``import httpx`` does (with the command-line tool whenever click, rich and pygments are
+# installed) or as the commands do (``service.heap.import_httpx_without_cli``).
+HTTPX_RSS = """
+import sys
+from pathlib import Path
+
+if sys.argv[1] == "without":
+    from service.heap import import_httpx_without_cli
+    import_httpx_without_cli()
+else:
+    import httpx
+status = Path("/proc/self/status").read_text().splitlines()
+print(next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024)
+"""
+
+
+def httpx_rss_mb(how: str) -> float:
+    """Resident MB of a fresh process that imported httpx ``with`` or ``without`` its
+    command-line tool."""
+    done = subprocess.run(
+        [sys.executable, "-c", HTTPX_RSS, how], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    return float(done.stdout)
 
 
 def built_rss_mb(tmp: Path) -> list[tuple[str, float]]:
@@ -257,6 +284,7 @@ def main() -> int:
             run_dir.mkdir()
             runs.append(one_round(docs, run_dir, args.sqlite_cache_mb))
         rss_built = built_rss_mb(tmp)
+        httpx_with, httpx_without = httpx_rss_mb("with"), httpx_rss_mb("without")
     n = runs[0].articles
     print(
         f"{len(docs)} feeds, {n:,} articles stored; {args.rounds} rounds, median; "
@@ -281,6 +309,11 @@ def main() -> int:
     for name, mb in rss_built:
         print(f"| {name} | {mb:.0f} | {mb - before:+.0f} |")
         before = mb
+    print(
+        f"\na fresh process after a plain `import httpx`: {httpx_with:.1f} MB, its command-line "
+        f"tool loaded; as the commands import it: {httpx_without:.1f} MB "
+        f"({httpx_with - httpx_without:.1f} MB less)"
+    )
     return 0
 
 

@@ -11,11 +11,13 @@ does), nor run the matcher past its first step.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 import os
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
 from service.errors import ParseError
@@ -25,9 +27,15 @@ from service.parse import parse_feed
 from service.stories import article_fingerprint
 from service.types import Article, Fingerprint, ParsedFeed
 
+log = logging.getLogger(__name__)
+
 # Processes that parse: one per core. The fetch threads and the storing thread of the main
 # process mostly wait on sockets and SQLite, so they do not need a core of their own.
 DEFAULT_PARSE_PROCESSES = os.cpu_count() or 1
+
+# Times a document is handed to a set of worker processes before it is given up on, when
+# each time a worker dies (killed, out of memory, a crash in C code) before it is parsed.
+PARSE_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,10 @@ class ParsePool:
     quickly and small, and never inherit the poller's threads, sockets or locks (forking a
     threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
     ``nice`` lowers the workers' CPU priority below the caller's by that much.
+
+    A worker that dies leaves its executor broken for good (every later task fails at
+    once): ``parse`` then starts a new set of workers and hands the document over again,
+    up to ``PARSE_ATTEMPTS`` times, so that one killed worker cannot stop polling.
     """
 
     def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES, nice: int = 0) -> None:
@@ -107,22 +119,6 @@ class ParsePool:
         # executor must be made once, not once per thread that found none (each extra one
         # was a set of worker processes, alive and idle until the poller exited).
         self._starting = threading.Lock()
-
-    def submit(
-        self,
-        body: bytes,
-        headers: Mapping[str, str],
-        url: str,
-        prefilter: Prefilter | None = None,
-    ) -> Future[ParsedDocument] | None:
-        """Start parsing in a worker; ``None`` when this pool parses in-thread. With a
-        ``prefilter``, the worker flags the articles holding one of its anchors (it builds
-        the automaton once per set of anchors and keeps the last)."""
-        if self.processes <= 0:
-            return None
-        anchors = None if prefilter is None else prefilter.anchors
-        executor = self._executor or self._start()  # the lock only until it is started
-        return executor.submit(_parse_in_worker, body, dict(headers), url, anchors)
 
     def _start(self) -> ProcessPoolExecutor:
         with self._starting:
@@ -144,10 +140,39 @@ class ParsePool:
         url: str,
         prefilter: Prefilter | None = None,
     ) -> ParsedDocument:
-        future = self.submit(body, headers, url, prefilter)
-        if future is None:
+        """``parse_document`` in a worker (in this thread with ``processes=0``). When the
+        workers die before the document is parsed, new ones are started and it is handed
+        over again; after ``PARSE_ATTEMPTS`` such deaths the document comes back with an
+        error instead (its feed is retried at its next poll, as after any error)."""
+        if self.processes <= 0:
             return parse_document(body, headers, url, prefilter)
-        return future.result()
+        # With a prefilter, the worker flags the articles holding one of its anchors (it
+        # builds the automaton once per set of anchors and keeps the last).
+        anchors = None if prefilter is None else prefilter.anchors
+        for _ in range(PARSE_ATTEMPTS):
+            executor = self._executor or self._start()  # the lock only until it is started
+            try:
+                return executor.submit(_parse_in_worker, body, dict(headers), url, anchors).result()
+            except BrokenProcessPool as e:
+                self._discard(executor, e)
+        return ParsedDocument(
+            None,
+            (),
+            (),
+            f"the parse process died {PARSE_ATTEMPTS} times while this document was being "
+            "parsed (killed, out of memory, or a crash in the parser); it is fetched and "
+            "parsed again at the feed's next poll",
+        )
+
+    def _discard(self, executor: ProcessPoolExecutor, error: BaseException) -> None:
+        """Forget a broken executor, so that the next task starts new workers; the first
+        thread to see it broken shuts it down and says so."""
+        with self._starting:
+            if self._executor is not executor:
+                return  # another thread replaced it already
+            self._executor = None
+        log.warning("a parse process died (%s); starting new ones", error)
+        executor.shutdown(wait=True, cancel_futures=True)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for the benchmark's CPU and memory figures)."""

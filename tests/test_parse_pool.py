@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import random
+import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from service.parse_worker import ParsedDocument, ParsePool
+from service.fetch import Fetcher, build_client
+from service.match import Matcher
+from service.parse_worker import PARSE_ATTEMPTS, ParsedDocument, ParsePool
+from service.pipeline import Poller, PollSettings
+from service.storage import Storage
+from tests.conftest import RULES
+from tests.seedfeed import other_items, rss
+from tests.servers import FeedServer
 
 RSS = b"<rss><channel><item><title>One item</title><guid>g1</guid></item></channel></rss>"
 THREADS = 16
@@ -55,3 +68,89 @@ def test_threads_submitting_at_once_start_one_set_of_workers() -> None:
     finally:
         pool.close()
     assert not (_grandchildren() - before), "close() leaves no worker behind"
+
+
+class _ExitWhenUnpickled:
+    """Handed to a worker with a document, it ends the worker process on arrival, as the OOM
+    killer or a crash in C code would: unpickling it calls ``os._exit``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os._exit, (70,))
+
+
+def _kill_workers(pool: ParsePool) -> None:
+    """SIGKILL every worker of the pool and wait until they are gone."""
+    pids = pool.worker_pids()
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, "killed workers still alive"
+        time.sleep(0.02)
+
+
+def test_killed_workers_are_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    pool = ParsePool(processes=2)
+    try:
+        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
+        killed = set(pool.worker_pids())
+        _kill_workers(pool)
+        with caplog.at_level(logging.WARNING, logger="service.parse_worker"):
+            docs = [pool.parse(RSS, {}, "http://feeds.example/rss") for _ in range(3)]
+        assert [(d.error, len(d.articles)) for d in docs] == [(None, 1)] * 3
+        assert set(pool.worker_pids()).isdisjoint(killed)
+        assert pool.worker_pids()  # new workers, started as documents came
+        assert "a parse process died" in caplog.text
+    finally:
+        pool.close()
+
+
+def test_a_document_whose_workers_keep_dying_is_an_error_not_a_crash() -> None:
+    pool = ParsePool(processes=1)
+    before = _grandchildren()
+    try:
+        killer: Any = {"x-exit": _ExitWhenUnpickled()}
+        doc = pool.parse(RSS, killer, "http://feeds.example/rss")
+        assert doc.parsed is None and doc.articles == ()
+        assert doc.error is not None
+        assert f"died {PARSE_ATTEMPTS} times" in doc.error
+        assert "next poll" in doc.error
+        # The pool is not left broken: the next document is parsed by new workers.
+        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
+    finally:
+        pool.close()
+    assert not (_grandchildren() - before), "close() leaves no worker behind"
+
+
+def test_polling_goes_on_after_the_parse_workers_are_killed(storage: Storage) -> None:
+    """A poller whose parse workers were killed between two polls (say by the OOM killer)
+    parses and stores the next poll's documents; before, every later poll failed at its
+    first document with BrokenProcessPool."""
+    t0 = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
+    pool = ParsePool(processes=2)
+    client = build_client("detainer-watch-test", 5, 5, 4)
+    poller = Poller(
+        storage,
+        Fetcher(client, 1_000_000, 10),
+        Matcher.load(RULES),
+        PollSettings(interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=2),
+        lambda: t0,
+        random.Random(0),
+        parse_pool=pool,
+    )
+    try:
+        with FeedServer() as srv:
+            for n in range(3):
+                srv.route(f"/f{n}.xml", body=rss(other_items(2 + n)))
+                storage.add_feed(srv.url(f"/f{n}.xml"), t0)
+            first = poller.poll(storage.enabled_feeds())
+            assert [r.new_items for r in first] == [2, 3, 4]
+            _kill_workers(pool)
+            for n in range(3):  # changed documents, so each is parsed again
+                srv.route(f"/f{n}.xml", body=rss(other_items(5 + n)))
+            second = poller.poll(storage.enabled_feeds())
+    finally:
+        pool.close()
+        client.close()
+    assert [(r.error, r.new_items) for r in second] == [(None, 3), (None, 3), (None, 3)]

@@ -106,12 +106,28 @@ def _debris(m: re.Match[str]) -> str:
     return "" if m.group() == "<>" else " "
 
 
+# A markup declaration ("<!DOCTYPE", "<![CDATA[", "<![if ...]>") but not a comment ("<!--").
+_DECLARATION = re.compile(r"<!(?!--)")
+
+
 def _html_pass_parser(fragment: str) -> str:
-    """One pass of ``html.parser`` over a fragment: the reference for every fragment."""
+    """One pass of ``html.parser`` over a fragment: the reference for every fragment.
+
+    html.parser's declaration scanner raises AssertionError on some malformed declarations
+    ("<![::1]", "<!-x>"); such a fragment is read again with its declarations as text, so
+    that a stray "<!" in one entry cannot stop the feed's other entries being read."""
+    try:
+        parts = _text_parts(fragment)
+    except AssertionError:
+        parts = _text_parts(_DECLARATION.sub("&lt;!", fragment))
+    return _collapse(_LEFTOVER_TAG.sub(_debris, "".join(parts)))
+
+
+def _text_parts(fragment: str) -> list[str]:
     parser = _TextExtractor()
     parser.feed(fragment)
     parser.close()
-    return _collapse(_LEFTOVER_TAG.sub(_debris, "".join(parser.parts)))
+    return parser.parts
 
 
 # The tags of ordinary feed HTML, in the one shape html.parser reads in a single way: a
@@ -326,6 +342,15 @@ def _host(url: str) -> str:
         return ""
 
 
+def _resolve(feed_url: str, link: str) -> str:
+    """An entry link resolved against the feed's URL; a link that does not parse as a URL
+    ("http://[::1", an unclosed IPv6 host) comes back stripped, as it was given."""
+    try:
+        return urljoin(feed_url, link.strip())
+    except ValueError:
+        return link.strip()
+
+
 def strip_source_suffix(title: str, source: str) -> str:
     """``"Headline - Outlet"`` -> ``"Headline"`` when ``Outlet`` is ``source``."""
     head, sep, tail = title.rpartition(SOURCE_SUFFIX_SEPARATOR)
@@ -348,7 +373,7 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
     summary = html_to_text(entry.summary_html)
     content = html_to_text(entry.content_html)
     text = content if content != summary else ""
-    url = canonical_url(urljoin(feed_url, entry.link.strip())) if entry.link else ""
+    url = canonical_url(_resolve(feed_url, entry.link)) if entry.link else ""
     digest = content_hash(title, summary, text)
     guid = (entry.guid or "").strip() or url or digest
     author = html_to_text(entry.author or "") or None

@@ -84,6 +84,16 @@ def _link(value: Any, base: str) -> str | None:
         return link
 
 
+def _base_url(url: str, content_location: str) -> str:
+    """The document's location: its ``Content-Location`` resolved against the URL it was
+    fetched from, or that URL when the header does not parse as a URL (an unclosed IPv6
+    host: a server's header must not stop the document being read)."""
+    try:
+        return urljoin(url, content_location)
+    except ValueError:
+        return url
+
+
 def _entry_link(entry: Mapping[str, Any], base: str) -> str | None:
     """The entry's page: a link the feed marks ``rel="canonical"``, else the main link,
     unless that is an AMP page and the feed also gives a non-AMP alternate."""
@@ -202,7 +212,7 @@ def parse_feed(
         # Only with real response headers: any header at all switches feedparser to
         # HTTP rules (with no Content-Type, an undeclared encoding then means ISO-8859-1
         # rather than UTF-8), which would change how a file from disk decodes.
-        response_headers["content-location"] = urljoin(
+        response_headers["content-location"] = _base_url(
             url, response_headers.get("content-location", "")
         )
     # Entry HTML is left as it is on this path, so it only stands in for feedparser when

@@ -45,6 +45,10 @@ FEED_URL = "https://www.example.org/feeds/news.xml"
         ("<!-- comment -->kept<![CDATA[ x ]]>", "kept"),
         ("5 < 6 and 7 > 3", "5 < 6 and 7 > 3"),
         ("", ""),
+        # Declarations html.parser's scanner raises AssertionError on: read as text.
+        ("a <![::1] b", "a <![::1] b"),
+        ("x <![ if !supportLists]>y<![endif]> z", "x y z"),  # Word HTML with a space
+        ("Word <![if !supportLists]>1.<![endif]> list", "Word 1. list"),
     ],
 )
 def test_html_to_text_examples(html: str, text: str) -> None:
@@ -66,6 +70,7 @@ HTML_PIECES = st.one_of(
             "</style>", "<a href='x'>", "</a>", "&amp;", "&lt;", "&gt;", "&nbsp;", "&#60;",
             "&#x3e;", "&quot;", "<!--", "-->", "<![CDATA[", "]]>", "<", ">", "&", "</",
             "<?php ?>", "<!DOCTYPE html>", "&amp;lt;p&amp;gt;", "\n", " ", "é", "<div ",
+            "<![", "<![ if", "<![endif]>", "[::1]", "<!-",
         ]
     ),
 )  # fmt: skip
@@ -219,6 +224,17 @@ def test_guid_falls_back_to_url_then_hash() -> None:
 def test_relative_link_resolved_against_feed_url() -> None:
     article = normalize_entry(raw(link="../stories/2.html"), None, FEED_URL)
     assert article.url == "https://www.example.org/stories/2.html"
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["http://[::1", "https://[2001:db8::1/story", "http://x]/", "  http://[bad/  "],
+)
+def test_links_that_do_not_parse_are_kept_as_given(link: str) -> None:
+    """urljoin raises on an unclosed IPv6 host; the entry is kept, its link as given."""
+    article = normalize_entry(raw(link=link), None, FEED_URL)
+    assert article.url == link.strip()
+    assert article.guid == "urn:1"
 
 
 def test_text_only_when_content_differs_from_summary() -> None:

@@ -198,6 +198,14 @@ def test_atom_entry_fields_and_relative_links() -> None:
         assert parsed.link == "https://county.example/"
 
 
+@pytest.mark.parametrize("location", ["http://[::1", 'http://["[::1]/', "https://x]/feed"])
+def test_a_content_location_that_is_not_a_url_is_ignored(location: str) -> None:
+    """urljoin raises on these; the document is read against the URL it came from."""
+    parsed = parse_feed(ATOM, {"Content-Location": location}, FEED_URL)
+    (entry,) = parsed.entries
+    assert entry.link == "https://example.org/feeds/stories/board-votes.html"
+
+
 def test_valid_feed_without_items_is_not_an_error() -> None:
     parsed = parse_feed(EMPTY_CHANNEL, {"Content-Type": "application/rss+xml"}, FEED_URL)
     assert parsed == ParsedFeed(title="Quiet", link="https://quiet.example/", entries=())

@@ -32,7 +32,7 @@ from service.decide import (
     next_check_after_error,
     next_check_after_success,
 )
-from service.errors import StorageError
+from service.errors import DetainerWatchError, StorageError
 from service.fetch import Fetcher
 from service.match import Matcher
 from service.match.prefilter import Prefilter
@@ -97,7 +97,30 @@ class _Fetched:
     prefilter: Prefilter | None = None  # whose anchors ``anchored`` is about
 
 
+def _internal_error(e: BaseException) -> str:
+    """A feed's error for an exception our own code raised on its input (a bug)."""
+    return (
+        f"internal error while reading this feed ({type(e).__name__}: {e}); the other feeds "
+        "were polled, and this one is tried again at its next poll; if it keeps failing, "
+        "please report it with the traceback from the log"
+    )
+
+
 def _fetch_and_parse(
+    fetcher: Fetcher, parser: ParsePool, feed: FeedRecord, prefilter: Prefilter
+) -> _Fetched:
+    """Fetch and parse one feed. Whatever its response does to our code, the outcome is
+    this feed's: an exception (a bug met on its input) becomes its error, so that one feed
+    cannot stop the pass and keep the others of its batch from being stored."""
+    try:
+        return _fetch_and_parse_unguarded(fetcher, parser, feed, prefilter)
+    except Exception as e:
+        log.exception("internal error while fetching or parsing %s", feed.url)
+        error = _internal_error(e)
+        return _Fetched(feed, FetchResult(FetchStatus.ERROR, error=error), None, (), None, error)
+
+
+def _fetch_and_parse_unguarded(
     fetcher: Fetcher, parser: ParsePool, feed: FeedRecord, prefilter: Prefilter
 ) -> _Fetched:
     result = fetcher.fetch(feed.for_update())
@@ -275,7 +298,7 @@ class Poller:
             if f.error is None and f.articles:
                 asked.setdefault(f.feed.id, set()).update(a.guid for a in f.articles)
         known = self.storage.known_guids_by_feed(asked)
-        prepared = [self._prepare(f, now, known.get(f.feed.id, set())) for f in batch]
+        prepared = [self._prepare_guarded(f, now, known.get(f.feed.id, set())) for f in batch]
         try:
             hit_lists = self.storage.record_polls(prepared, now, self.settings.stories)
         except StorageError:
@@ -291,6 +314,21 @@ class Poller:
             self._report(f, update, hit_ids, spent)
             for f, (update, _), hit_ids in zip(batch, prepared, hit_lists, strict=True)
         ]
+
+    def _prepare_guarded(
+        self, f: _Fetched, now: datetime, known: Collection[str]
+    ) -> tuple[FeedUpdate, list[NewArticle]]:
+        """``_prepare``, with an exception our own code raises on the feed's articles (a
+        bug in matching or grouping met on its input) made the feed's error, so that its
+        batch is stored without it. Database errors still end the pass."""
+        try:
+            return self._prepare(f, now, known)
+        except DetainerWatchError:
+            raise
+        except Exception as e:
+            log.exception("internal error while matching the articles of %s", f.feed.url)
+            failed = replace(f, parsed=None, articles=(), fingerprints=(), error=_internal_error(e))
+            return self._prepare(failed, now, known)
 
     def _prepare(
         self, f: _Fetched, now: datetime, known: Collection[str]

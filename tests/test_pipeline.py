@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from service.fetch import Fetcher, build_client
 from service.match import Matcher
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
-from service.types import FetchStatus
+from service.types import Article, FetchStatus, MatchResult, RawEntry
 from tests.conftest import RULES
 from tests.seedfeed import SEED_URL, other_items, rss, seed_feed, seed_parts
 from tests.servers import FeedServer
@@ -71,6 +72,86 @@ def test_one_bad_feed_does_not_stop_the_pass(
     assert feeds["dead.xml"].next_check_at > clock.now
     # Only the failed feeds are due again soon; nothing is due right now.
     assert storage.due_feeds(clock.now) == []
+
+
+def _poison(title: str) -> None:
+    if "Poison pill" in title:
+        raise RuntimeError("a bug met on this feed's input")
+
+
+def test_a_bug_met_while_parsing_one_feed_costs_only_that_feed(
+    storage: Storage,
+    poller: tuple[Poller, Clock],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception our own code raises on one document (here from normalising its entry)
+    is that feed's error; the pass goes on and stores the other feeds of its batch."""
+    import service.parse_worker
+
+    real = service.parse_worker.normalize_entry
+
+    def normalize_entry(entry: RawEntry, feed_title: str | None, url: str) -> Article:
+        _poison(entry.title)
+        return real(entry, feed_title, url)
+
+    monkeypatch.setattr(service.parse_worker, "normalize_entry", normalize_entry)
+    p, _ = poller
+    with FeedServer() as srv:
+        srv.route("/seed.xml", body=seed_feed())
+        srv.route(
+            "/poison.xml", body=rss([{"title": "Poison pill", "link": "https://p.example/1"}])
+        )
+        srv.route("/other.xml", body=rss(other_items()))
+        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
+            storage.add_feed(srv.url(path), T0)
+        with caplog.at_level(logging.ERROR, logger="service.pipeline"):
+            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
+    poisoned = reports["poison.xml"]
+    assert poisoned.status is FetchStatus.ERROR
+    assert (poisoned.error or "").startswith("internal error while reading this feed (RuntimeError")
+    assert "internal error while fetching or parsing" in caplog.text
+    assert "Traceback" in caplog.text  # the log keeps what a bug report needs
+    feeds = {f.url.rsplit("/", 1)[1]: f for f in storage.list_feeds()}
+    assert feeds["poison.xml"].error_count == 1 and feeds["seed.xml"].error_count == 0
+
+
+def test_a_bug_met_while_matching_one_feed_costs_only_that_feed(
+    storage: Storage,
+    poller: tuple[Poller, Clock],
+    matcher: Matcher,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same for an exception from matching (on the storing thread): the feed's error,
+    and the rest of the batch stored in its transaction."""
+    real = matcher.classify
+
+    def classify(title: str, summary: str = "", text: str = "") -> MatchResult:
+        _poison(title)
+        return real(title, summary, text)
+
+    monkeypatch.setattr(matcher, "classify", classify)
+    title, summary, _ = seed_parts()
+    poison = rss([{"title": f"Poison pill: {title}", "link": "https://p.example/1",
+                   "description": summary}])  # fmt: skip
+    p, _ = poller
+    with FeedServer() as srv:
+        srv.route("/seed.xml", body=seed_feed())
+        srv.route("/poison.xml", body=poison)
+        srv.route("/other.xml", body=rss(other_items()))
+        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
+            storage.add_feed(srv.url(path), T0)
+        with caplog.at_level(logging.ERROR, logger="service.pipeline"):
+            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
+    poisoned = reports["poison.xml"]
+    assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
+    assert (poisoned.error or "").startswith("internal error while reading this feed (RuntimeError")
+    assert "internal error while matching the articles of" in caplog.text
+    stored = storage.list_feeds()
+    assert {f.url.rsplit("/", 1)[1]: f.error_count for f in stored}["poison.xml"] == 1
 
 
 def test_known_articles_are_not_matched_twice(

@@ -11,7 +11,8 @@ sleeps before answering (timeouts); ``drop`` closes the connection without answe
 Unknown paths answer 404. Every request is recorded in ``requests`` as ``(path,
 headers)`` with lower-cased header names; ``path`` includes the query string when there
 was one. POST bodies are kept in ``posted``. ``timings`` holds ``(path, started, finished)``
-in ``time.monotonic()`` seconds for each answered or dropped request (politeness tests).
+in ``time.monotonic()`` seconds for each answered or dropped request (politeness tests;
+``settled_timings`` waits for the last ones).
 ``connections`` counts the TCP connections accepted (keep-alive tests).
 """
 
@@ -106,6 +107,17 @@ class FeedServer:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def settled_timings(self, count: int, timeout_s: float = 5.0) -> list[tuple[str, float, float]]:
+        """``timings`` once it holds ``count`` requests: a request's timing is appended
+        after its response is written, so a client that has read the response can look
+        before the server thread has recorded it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if len(self.timings) >= count or time.monotonic() > deadline:
+                    return list(self.timings)
+            time.sleep(0.005)
 
     # ------------------------------------------------------------ set-up
 

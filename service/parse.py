@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import io
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -36,6 +37,16 @@ from service.types import ParsedFeed, RawEntry
 # feedparser's module globals elsewhere cannot change us.
 SANITIZE_HTML = False
 RESOLVE_RELATIVE_URIS = False
+
+# C0 control characters other than tab, newline and carriage return: XML 1.0 forbids them,
+# but feedparser's fallback parser passes them through from a broken document (a raw NUL
+# byte, a "&#0;" reference, UTF-16 read as UTF-8) and PostgreSQL refuses to store a text
+# value holding NUL, which stopped every poll pass that met such an entry. Vertical tab and
+# form feed become spaces (they separate words), the rest are dropped.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The same, one by one: 29 substring tests find none in 5 KB of text in ~2 us, where the
+# pattern's search takes ~10 us; the pattern only runs on text that holds one.
+_CONTROLS = tuple(chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)))
 
 # How much of a document to quote in a ParseError.
 ERROR_SNIPPET_CHARS = 60
@@ -64,12 +75,19 @@ def _struct_to_utc(value: Any) -> datetime | None:
         return None
 
 
+def _without_controls(value: str) -> str:
+    """``value`` without C0 control characters (``CONTROL_CHARACTERS``)."""
+    if not any(c in value for c in _CONTROLS):
+        return value
+    return CONTROL_CHARACTERS.sub(lambda m: " " if m.group() in "\x0b\x0c" else "", value)
+
+
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return _without_controls(value) if isinstance(value, str) else ""
 
 
 def _optional(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+    return _without_controls(value).strip() or None if isinstance(value, str) else None
 
 
 def _link(value: Any, base: str) -> str | None:

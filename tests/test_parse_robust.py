@@ -2,11 +2,13 @@
 feed, never an exception: an exception here stopped a whole poll pass before the pipeline
 caught it, and still costs the feed its new items. Hypothesis builds RSS items from the
 pieces that broke it before (unclosed IPv6 hosts in links and ``Content-Location``,
-``<![`` declarations html.parser asserts on) and other odd text.
+``<![`` declarations html.parser asserts on, control characters) and other odd text.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from xml.sax.saxutils import escape
 
 from hypothesis import given, settings
@@ -18,6 +20,7 @@ from service.stories import article_fingerprint
 from tests.conftest import RULES
 
 MATCHER = Matcher.load(RULES)
+CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 PIECES = st.one_of(
     st.text(max_size=8),
@@ -26,7 +29,8 @@ PIECES = st.one_of(
             "http://", "https://", "//", "[::1]", "[::1", "]", "[", "%zz", "%00", ":", "/",
             "?", "#", "@", "&amp;", "&lt;b&gt;", "&lt;![ if&gt;", "&lt;![", "&lt;!-x&gt;",
             "&lt;![endif]&gt;", "&lt;script&gt;", "\u0130", "\u0131", "\ufb01", "\u200b",
-            "\u2028", "é", "detainer", "sanctuary city", "ICE", " ", "\n",
+            "\u2028", "é", "detainer", "sanctuary city", "ICE", " ", "\n", "\x00", "\x01",
+            "\x0c", "\x1f",
         ]
     ),
 )  # fmt: skip
@@ -67,3 +71,7 @@ def test_odd_entries_and_headers_give_articles_or_an_error(
     for article in doc.articles:
         MATCHER.classify(article.title, article.summary, article.text)
         article_fingerprint(article)
+        # XML forbids C0 controls, PostgreSQL refuses NUL: none reaches an article.
+        for field in fields(article):
+            value = getattr(article, field.name)
+            assert not (isinstance(value, str) and CONTROLS.search(value)), (field.name, value)

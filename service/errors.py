@@ -58,6 +58,11 @@ class StorageError(DetainerWatchError):
     """The database could not be reached or refused a statement."""
 
 
+class StorageValueError(StorageError):
+    """The database refused a value it was given (PostgreSQL: text holding a NUL
+    character): the input's fault, where a plain ``StorageError`` is the database's."""
+
+
 class QueryError(DetainerWatchError):
     """A hit query is invalid. ``param`` names the parameter (``q``, ``cursor``, ...)."""
 

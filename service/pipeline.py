@@ -290,6 +290,27 @@ class Poller:
         """Store a batch of fetched feeds in one transaction; a report per feed."""
         started = time.monotonic()
         now = self.clock()
+        try:
+            prepared, hit_lists = self._store_together(batch, now)
+        except StorageError:
+            if len(batch) == 1:
+                raise
+            # One feed's rows kept conflicting, or the database refused one of its values:
+            # store each feed alone, so that only that feed fails.
+            stored = [self._store_alone(f, now) for f in batch]
+            prepared = [p for p, _ in stored]
+            hit_lists = [hit_ids for _, hit_ids in stored]
+        spent = (time.monotonic() - started) / len(batch)
+        return [
+            self._report(f, update, hit_ids, spent)
+            for f, (update, _), hit_ids in zip(batch, prepared, hit_lists, strict=True)
+        ]
+
+    def _store_together(
+        self, batch: Sequence[_Fetched], now: datetime
+    ) -> tuple[list[tuple[FeedUpdate, list[NewArticle]]], list[list[int]]]:
+        """Match and store the batch's feeds in one transaction; what was stored of each
+        feed and the ids of the hits each created."""
         # Which entries the batch's feeds already stored, in one transaction (a session per
         # feed was a tenth of the storing thread's time in py-spy of bench_poll's first poll).
         # A 304 or an unchanged body has no articles and asks nothing.
@@ -299,21 +320,29 @@ class Poller:
                 asked.setdefault(f.feed.id, set()).update(a.guid for a in f.articles)
         known = self.storage.known_guids_by_feed(asked)
         prepared = [self._prepare_guarded(f, now, known.get(f.feed.id, set())) for f in batch]
+        return prepared, self.storage.record_polls(prepared, now, self.settings.stories)
+
+    def _store_alone(
+        self, f: _Fetched, now: datetime
+    ) -> tuple[tuple[FeedUpdate, list[NewArticle]], list[int]]:
+        """``_store_together`` for one feed; when the database will not store what it
+        fetched, the feed's poll is stored as that error (an error stores none of the new
+        validators, so its next poll reads the articles again). Raises StorageError when
+        even that cannot be stored: the database itself is failing."""
         try:
-            hit_lists = self.storage.record_polls(prepared, now, self.settings.stories)
-        except StorageError:
-            if len(batch) == 1:
-                raise
-            # One feed's rows kept conflicting: store each alone, so only its own fails.
-            hit_lists = [
-                self.storage.record_poll(update, items, now, self.settings.stories)
-                for update, items in prepared
-            ]
-        spent = (time.monotonic() - started) / len(batch)
-        return [
-            self._report(f, update, hit_ids, spent)
-            for f, (update, _), hit_ids in zip(batch, prepared, hit_lists, strict=True)
-        ]
+            prepared, hit_lists = self._store_together([f], now)
+            return prepared[0], hit_lists[0]
+        except StorageError as e:
+            log.error("poll %s: its articles could not be stored: %s", f.feed.url, e)
+            failed = replace(
+                f,
+                parsed=None,
+                articles=(),
+                fingerprints=(),
+                error=f"the database could not store this feed's articles: {e}",
+            )
+            update = self._prepare(failed, now, ())
+            return update, self.storage.record_polls([update], now, self.settings.stories)[0]
 
     def _prepare_guarded(
         self, f: _Fetched, now: datetime, known: Collection[str]

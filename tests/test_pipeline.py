@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
+from service.errors import StorageError
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
 from service.pipeline import Poller, PollSettings
-from service.storage import Storage
-from service.types import Article, FetchStatus, MatchResult, RawEntry
+from service.storage import Storage, make_engine, migrate
+from service.stories import StoryPolicy
+from service.types import (
+    Article,
+    FeedUpdate,
+    FetchStatus,
+    MatchResult,
+    NewArticle,
+    RawEntry,
+)
 from tests.conftest import RULES
+from tests.fleet import scratch_database
 from tests.seedfeed import SEED_URL, other_items, rss, seed_feed, seed_parts
 from tests.servers import FeedServer
 
@@ -152,6 +163,117 @@ def test_a_bug_met_while_matching_one_feed_costs_only_that_feed(
     assert "internal error while matching the articles of" in caplog.text
     stored = storage.list_feeds()
     assert {f.url.rsplit("/", 1)[1]: f.error_count for f in stored}["poison.xml"] == 1
+
+
+def _refuse_poison(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refuses to store any poll holding a "Poison pill" article."""
+    real = storage.record_polls
+
+    def record_polls(
+        polls: Sequence[tuple[FeedUpdate, Sequence[NewArticle]]],
+        now: datetime,
+        policy: StoryPolicy | None = None,
+    ) -> list[list[int]]:
+        if any("Poison pill" in i.article.title for _, items in polls for i in items):
+            raise StorageError("the database refused a value: poisoned")
+        return real(polls, now, policy)
+
+    monkeypatch.setattr(storage, "record_polls", record_polls)
+
+
+def test_articles_the_database_refuses_cost_only_their_feed(
+    storage: Storage, poller: tuple[Poller, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feed whose articles the database will not store fails alone: its batch is stored
+    feed by feed, it gets the error, and its next poll reads the articles again."""
+    _refuse_poison(storage, monkeypatch)
+    p, clock = poller
+    with FeedServer() as srv:
+        srv.route("/seed.xml", body=seed_feed())
+        srv.route(
+            "/poison.xml", body=rss([{"title": "Poison pill", "link": "https://p.example/1"}])
+        )
+        srv.route("/other.xml", body=rss(other_items()))
+        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
+            storage.add_feed(srv.url(path), T0)
+        reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+        assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
+        poisoned = reports["poison.xml"]
+        assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
+        assert poisoned.error == (
+            "the database could not store this feed's articles: "
+            "the database refused a value: poisoned"
+        )
+        feeds = {f.url.rsplit("/", 1)[1]: f for f in storage.list_feeds()}
+        assert feeds["poison.xml"].error_count == 1
+        assert feeds["poison.xml"].last_error == poisoned.error
+        # Once the database takes it, the next poll stores the article it could not.
+        monkeypatch.undo()
+        clock.now = feeds["poison.xml"].next_check_at or T0
+        (again,) = p.poll([f for f in storage.list_feeds() if f.url.endswith("/poison.xml")])
+    assert again.status is FetchStatus.OK and again.new_items == 1
+
+
+def test_a_database_that_refuses_everything_still_ends_the_pass(
+    storage: Storage, poller: tuple[Poller, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When even a feed's error cannot be stored, the database itself is failing: the pass
+    ends with the error (the scheduler tries again at its next tick) instead of going on."""
+
+    def record_polls(*args: object, **kwargs: object) -> list[list[int]]:
+        raise StorageError("database error: the server went away")
+
+    monkeypatch.setattr(storage, "record_polls", record_polls)
+    p, _ = poller
+    with FeedServer() as srv:
+        for name in ("a", "b"):
+            srv.route(f"/{name}.xml", body=rss(other_items()))
+            storage.add_feed(srv.url(f"/{name}.xml"), T0)
+        with pytest.raises(StorageError, match="server went away"):
+            p.poll()
+
+
+@pytest.mark.postgres
+def test_nul_characters_in_a_feed_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> None:
+    """PostgreSQL refuses text holding NUL, which a broken feed can carry as a raw byte or
+    as "&#0;": that used to stop every poll pass meeting the feed. The characters are
+    dropped while parsing, so the article, and its hit, are stored."""
+    title, summary, _ = seed_parts()
+    nul = rss(
+        [
+            {"title": title[:10] + "\x00" + title[10:], "link": "https://n.example/a\x00b",
+             "guid": "g\x001", "description": summary.replace(" ", " \x00", 3)},
+        ],
+        title="Feed\x00 title",
+    ).replace(b"Feed", b"F&#0;eed")  # fmt: skip
+    with scratch_database(pg_url) as url:
+        store = Storage(make_engine(url))
+        migrate(store.engine)
+        client = build_client("detainer-watch-test", 5, 5, 4)
+        settings = PollSettings(
+            interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=4
+        )
+        p = Poller(
+            store, Fetcher(client, 1_000_000, 10), matcher, settings, Clock(), random.Random(0)
+        )
+        try:
+            with FeedServer() as srv:
+                srv.route("/nul.xml", body=nul)
+                srv.route("/other.xml", body=rss(other_items()))
+                for path in ("/nul.xml", "/other.xml"):
+                    store.add_feed(srv.url(path), T0)
+                reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+            # Stored, with the document's fault as a warning.
+            assert reports["nul.xml"].status is FetchStatus.OK, reports["nul.xml"].error
+            assert "invalid character" in (reports["nul.xml"].error or "")
+            assert reports["nul.xml"].new_items == 1 and reports["nul.xml"].hits == 1
+            assert reports["other.xml"].new_items == 3
+            with store.engine.connect() as conn:
+                rows = conn.execute(text("SELECT title, url, guid FROM articles")).all()
+            assert (title, "https://n.example/ab", "g1") in [tuple(r) for r in rows]
+        finally:
+            client.close()
+            store.close()
 
 
 def test_known_articles_are_not_matched_twice(

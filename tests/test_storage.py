@@ -110,6 +110,20 @@ def test_record_poll_writes_hit_and_pending_delivery_together(store: Storage) ->
     assert f is not None and f.etag == '"e1"' and f.last_status == "ok"
 
 
+def test_a_value_the_database_refuses_is_a_storage_error(store: Storage) -> None:
+    """PostgreSQL will not hold NUL in text (parsing drops it, but storage must not let a
+    driver's own exception out, which ended poll passes); SQLite stores it as it is."""
+    feed, _ = store.add_feed("https://feed.example/rss", NOW)
+    nul = replace(article(1), title="Story\x00 1", guid="g\x001")
+    if store.engine.dialect.name == "postgresql":
+        with pytest.raises(StorageError, match="the database refused a value: .*NUL"):
+            store.record_poll(poll_update(feed.id, 1), [NewArticle(nul, None)], NOW)
+        assert store.record_poll(poll_update(feed.id, 1), [NewArticle(article(1), None)], NOW) == []
+    else:
+        store.record_poll(poll_update(feed.id, 1), [NewArticle(nul, None)], NOW)
+        assert store.known_guids(feed.id, ["g\x001"]) == {"g\x001"}
+
+
 def test_known_guid_and_story_are_not_stored_or_alerted_twice(store: Storage) -> None:
     a, _ = store.add_feed("https://a.example/rss", NOW)
     b, _ = store.add_feed("https://b.example/rss", NOW)

@@ -10,10 +10,16 @@ from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlmodel import Session, select
 
-from service.errors import StorageError
+from service.errors import StorageError, StorageValueError
 from service.storage.tables import (
     DeliveryRow,
     FeedRow,
@@ -133,6 +139,10 @@ class StoreBase:
             # The server went away (restart, pg_terminate_backend) or refused us: the pool
             # drops the dead connection and pool_pre_ping checks the next one.
             raise StorageError(f"database error: {e.orig}") from e
+        except DataError as e:
+            # A value the database will not hold (PostgreSQL: a NUL character in text):
+            # the caller's error to handle, like any other storage failure, not a crash.
+            raise StorageValueError(f"the database refused a value: {e.orig}") from e
 
     def _retry_conflicts(self, write: Callable[[], T], attempts: int = 3) -> T:
         """Run a write transaction again when it lost a race on a unique constraint to a

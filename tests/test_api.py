@@ -1,4 +1,4 @@
-"""The HTTP API over a real SQLite storage (in-process ASGI client)."""
+"""The HTTP API over a real SQLite storage (and PostgreSQL where set), served by uvicorn."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from service.api import create_app
-from service.storage import Storage
+from service.storage import Storage, make_engine, migrate
 from service.types import NewArticle
 from tests.conftest import serve_app
+from tests.fleet import scratch_database
 from tests.test_storage import NOW, article, match, poll_update
 
 
@@ -96,3 +98,34 @@ def test_readyz_reports_a_dead_scheduler(storage: Storage) -> None:
     with TestClient(create_app(storage, scheduler_alive=lambda: False)) as client:
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["scheduler"] is False
+
+
+def test_a_value_the_database_refuses_is_the_requests_error(pg_url: str) -> None:
+    """PostgreSQL will not hold a NUL character or an integer past its range: a request
+    carrying one gets 400 naming the value's fault, not 500 (before: the driver's error)."""
+    with scratch_database(pg_url) as url:
+        storage = Storage(make_engine(url))
+        migrate(storage.engine)
+        _fill(storage, 1)
+        try:
+            with TestClient(create_app(storage)) as client:
+                for params in ({"source": "a\x00"}, {"topic": "\x00"}, {"feed": 2**70}):
+                    r = client.get("/api/v1/hits", params=params)
+                    assert r.status_code == 400, (params, r.text)
+                    assert r.json()["error"].startswith("the database refused a value: ")
+                assert len(client.get("/api/v1/hits").json()["items"]) == 1
+        finally:
+            storage.close()
+
+
+def test_a_failing_database_is_503_with_retry_after(storage: Storage) -> None:
+    """A database that fails (here: its hits table gone) answers 503 with Retry-After and what
+    failed, where the client can wait and try again (before: a bare 500)."""
+    _fill(storage, 1)
+    with TestClient(create_app(storage)) as client:
+        with storage.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE hits RENAME TO hits_gone"))
+        r = client.get("/api/v1/hits")
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json()["error"].startswith("database error: ")
+    assert r.json()["error"].endswith("the database is unavailable, try again shortly")

@@ -17,8 +17,13 @@ from service.api.feeds import add_feed_routes
 from service.api.hits import add_hit_routes
 from service.api.metrics import add_metrics_route
 from service.api.webhooks import add_webhook_routes
+from service.errors import StorageError, StorageValueError
 from service.metrics import ServiceMetrics
 from service.storage import Storage
+
+# Seconds a client is asked to wait after a 503 for a failing database (a restart or a
+# failover takes about that long).
+STORAGE_RETRY_AFTER_S = 5
 
 
 def create_app(
@@ -54,6 +59,21 @@ def create_app(
         return JSONResponse(
             {"error": "; ".join(problems), "errors": jsonable_encoder(exc.errors())},
             status_code=422,
+        )
+
+    @app.exception_handler(StorageValueError)
+    async def _refused(_request: Request, exc: StorageValueError) -> JSONResponse:
+        """A value in the request the database will not hold (a NUL character on
+        PostgreSQL, an id past its integer range): the request's fault."""
+        return JSONResponse({"error": f"{exc}; change that value in the request"}, 400)
+
+    @app.exception_handler(StorageError)
+    async def _unavailable(_request: Request, exc: StorageError) -> JSONResponse:
+        """The database is down or failing: say so, and when to try again."""
+        return JSONResponse(
+            {"error": f"{exc}; the database is unavailable, try again shortly"},
+            status_code=503,
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
         )
 
     @app.get("/healthz")

@@ -46,7 +46,7 @@ RESOLVE_RELATIVE_URIS = False
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # The same, one by one: 29 substring tests find none in 5 KB of text in ~2 us, where the
 # pattern's search takes ~10 us; the pattern only runs on text that holds one.
-_CONTROLS = tuple(chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)))
+_CONTROLS = tuple(chr(c) for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)))
 
 # How much of a document to quote in a ParseError.
 ERROR_SNIPPET_CHARS = 60

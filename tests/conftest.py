@@ -48,6 +48,28 @@ def storage(tmp_path: Path) -> Iterator[object]:
     store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A migrated Storage on real SQLite, then on PostgreSQL where DW_TEST_POSTGRES_URL is
+    set (its public schema emptied first): a test taking it runs on both."""
+    from sqlalchemy import text
+
+    from service.storage import Storage, make_engine, migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    if request.param == "postgres":
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate(engine)
+    s = Storage(engine)
+    yield s
+    s.close()
+
+
 @pytest.fixture
 def pg_url() -> str:
     url = os.environ.get("DW_TEST_POSTGRES_URL")

@@ -1,7 +1,7 @@
 """A real webhook receiver on 127.0.0.1 that records every POST (headers and body).
 
 ``statuses`` is the list of answers to give, in order; when it runs out every later
-request gets ``default_status``.
+request gets ``default_status``. Every answer carries the body ``answer``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class WebhookReceiver:
         headers: dict[str, str] | None = None,
         port: int = 0,
         delay_s: float = 0.0,
+        answer: bytes = b"",
     ) -> None:
         self.statuses = list(statuses or [])
         self.default_status = default_status
@@ -45,8 +46,9 @@ class WebhookReceiver:
                 self.send_response(status)
                 for k, v in receiver.extra_headers.items():
                     self.send_header(k, v)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -6,7 +6,6 @@ Runs on real SQLite; the same suite runs on PostgreSQL when DW_TEST_POSTGRES_URL
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,22 +30,6 @@ from service.types import (
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM="
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    engine = make_engine(url)
-    if request.param == "postgres":
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    migrate(engine)
-    s = Storage(engine)
-    yield s
-    s.close()
 
 
 def article(n: int, url: str | None = None, body: str | None = None) -> Article:

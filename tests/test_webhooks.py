@@ -295,3 +295,21 @@ def test_webhook_names_resolving_to_inside_addresses_are_refused(storage: Storag
             json={"url": "https://not-yet.example/hook", "secret": SECRET},
         )
         assert unknown.status_code == 201
+
+
+def test_a_receivers_error_body_with_control_characters_is_recorded(store: Storage) -> None:
+    """A receiver's error body goes into the delivery's last error: its NUL (which
+    PostgreSQL refuses, so the attempt was never recorded and the delivery was sent again
+    at every tick) and escape sequences are shown as U+FFFD."""
+    with WebhookReceiver(default_status=500, answer=b"bad\x00gate\x1b[2Jway") as rec:
+        store.sync_config_webhooks([WebhookConfig(url=rec.url, secret=SECRET)], NOW)
+        feed, _ = store.add_feed("https://a.example/rss", NOW)
+        store.record_poll(poll_update(feed.id), [NewArticle(article(1), match())], NOW)
+        clock = Clock(NOW)
+        s = sender(store, clock)
+        for _ in range(2):
+            assert s.tick().retried == 1
+            clock.now += timedelta(hours=1)
+    (delivery,) = store.list_deliveries()
+    assert delivery.attempts == 2
+    assert delivery.last_error == "HTTP 500: bad\ufffdgate\ufffd[2Jway"

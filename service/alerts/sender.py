@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 # Receivers' error bodies are logged for diagnosis, cut to this many characters.
 MAX_ERROR_BODY = 200
+# Control characters in an error body, shown as U+FFFD: PostgreSQL refuses text holding NUL
+# (the delivery's attempt could not be recorded, so it was sent again at every tick without
+# ever counting), and escape sequences would reach the terminal of `deliveries list`.
+ERROR_BODY_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def build_webhook_client(timeout_s: float, user_agent: str) -> httpx.Client:
@@ -92,7 +97,7 @@ class WebhookSender:
             raise DeliveryError(f"{type(e).__name__}: {e}") from e
         if 200 <= resp.status_code < 300:
             return resp.status_code
-        detail = resp.text[:MAX_ERROR_BODY].strip()
+        detail = ERROR_BODY_CONTROLS.sub("\ufffd", resp.text[:MAX_ERROR_BODY]).strip()
         if 300 <= resp.status_code < 400:
             detail = f"redirect to {resp.headers.get('location', '?')} not followed"
         raise DeliveryError(

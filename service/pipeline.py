@@ -292,11 +292,10 @@ class Poller:
         now = self.clock()
         try:
             prepared, hit_lists = self._store_together(batch, now)
-        except StorageError:
-            if len(batch) == 1:
-                raise
-            # One feed's rows kept conflicting, or the database refused one of its values:
-            # store each feed alone, so that only that feed fails.
+        except Exception:
+            # One feed's rows kept conflicting, the database refused one of its values, or
+            # storing met a bug on one feed's input: store each feed alone, so that only
+            # that feed fails (a failing database fails the first and ends the pass).
             stored = [self._store_alone(f, now) for f in batch]
             prepared = [p for p, _ in stored]
             hit_lists = [hit_ids for _, hit_ids in stored]
@@ -326,30 +325,28 @@ class Poller:
         self, f: _Fetched, now: datetime
     ) -> tuple[tuple[FeedUpdate, list[NewArticle]], list[int]]:
         """``_store_together`` for one feed; when the database will not store what it
-        fetched, the feed's poll is stored as that error (an error stores none of the new
-        validators, so its next poll reads the articles again). Raises StorageError when
-        even that cannot be stored: the database itself is failing."""
+        fetched (or storing it meets a bug), the feed's poll is stored as that error (an
+        error stores none of the new validators, so its next poll reads the articles again).
+        Raises when even that cannot be stored: the database itself is failing."""
         try:
             prepared, hit_lists = self._store_together([f], now)
             return prepared[0], hit_lists[0]
         except StorageError as e:
             log.error("poll %s: its articles could not be stored: %s", f.feed.url, e)
-            failed = replace(
-                f,
-                parsed=None,
-                articles=(),
-                fingerprints=(),
-                error=f"the database could not store this feed's articles: {e}",
-            )
-            update = self._prepare(failed, now, ())
-            return update, self.storage.record_polls([update], now, self.settings.stories)[0]
+            error = f"the database could not store this feed's articles: {e}"
+        except Exception as e:
+            log.exception("internal error while storing the articles of %s", f.feed.url)
+            error = _internal_error(e)
+        failed = replace(f, parsed=None, articles=(), fingerprints=(), error=error)
+        update = self._prepare(failed, now, ())
+        return update, self.storage.record_polls([update], now, self.settings.stories)[0]
 
     def _prepare_guarded(
         self, f: _Fetched, now: datetime, known: Collection[str]
     ) -> tuple[FeedUpdate, list[NewArticle]]:
         """``_prepare``, with an exception our own code raises on the feed's articles (a
         bug in matching or grouping met on its input) made the feed's error, so that its
-        batch is stored without it. Database errors still end the pass."""
+        batch is stored without it. Database errors are left to ``_store``."""
         try:
             return self._prepare(f, now, known)
         except DetainerWatchError:

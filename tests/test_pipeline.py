@@ -214,6 +214,43 @@ def test_articles_the_database_refuses_cost_only_their_feed(
     assert again.status is FetchStatus.OK and again.new_items == 1
 
 
+def test_a_bug_met_while_storing_one_feed_costs_only_that_feed(
+    storage: Storage,
+    poller: tuple[Poller, Clock],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same for an exception from storage code that is not the database's (here from
+    grouping the articles into stories): the feed's error, logged with its traceback, and
+    the rest of its batch stored."""
+    import service.storage.articles
+
+    real = service.storage.articles.assign_stories
+
+    def assign_stories(articles: Sequence[Article], *args: object) -> object:
+        _poison(" ".join(a.title for a in articles))
+        return real(articles, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service.storage.articles, "assign_stories", assign_stories)
+    p, _ = poller
+    with FeedServer() as srv:
+        srv.route("/seed.xml", body=seed_feed())
+        srv.route(
+            "/poison.xml", body=rss([{"title": "Poison pill", "link": "https://p.example/1"}])
+        )
+        srv.route("/other.xml", body=rss(other_items()))
+        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
+            storage.add_feed(srv.url(path), T0)
+        with caplog.at_level(logging.ERROR, logger="service.pipeline"):
+            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
+    poisoned = reports["poison.xml"]
+    assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
+    assert (poisoned.error or "").startswith("internal error while reading this feed (RuntimeError")
+    assert "internal error while storing the articles of" in caplog.text
+    assert "Traceback" in caplog.text
+
+
 def test_a_database_that_refuses_everything_still_ends_the_pass(
     storage: Storage, poller: tuple[Poller, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,7 +24,6 @@ from service.storage import Storage, make_engine, migrate
 from service.storage.engine import _alembic_config
 from service.types import Article, HitQuery, Jurisdiction, NewArticle
 from tests.test_storage import NOW, match, poll_update
-from tests.test_storage import store as store
 
 # ---------------------------------------------------------------- syntax (pure)
 

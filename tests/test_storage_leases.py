@@ -16,7 +16,7 @@ from datetime import timedelta
 from service.config import WebhookConfig
 from service.storage import Storage
 from service.types import NewArticle
-from tests.test_storage import NOW, SECRET, article, match, poll_update, store  # noqa: F401
+from tests.test_storage import NOW, SECRET, article, match, poll_update
 
 LEASE = timedelta(minutes=3)
 CLAIMERS = 4
@@ -45,11 +45,11 @@ def race(claim: Callable[[str], list[int]], claimers: int = CLAIMERS) -> dict[st
     return got
 
 
-def add_feeds(store: Storage, n: int) -> list[int]:  # noqa: F811 (the fixture)
+def add_feeds(store: Storage, n: int) -> list[int]:
     return [store.add_feed(f"https://f{i}.example/rss", NOW)[0].id for i in range(n)]
 
 
-def test_racing_feed_claims_never_share_a_feed(store: Storage) -> None:  # noqa: F811
+def test_racing_feed_claims_never_share_a_feed(store: Storage) -> None:
     feeds = add_feeds(store, 30)
     claimed: Counter[int] = Counter()
     for _ in range(10):  # rounds of claimers all at once, 3 feeds each, until none is left
@@ -62,7 +62,7 @@ def test_racing_feed_claims_never_share_a_feed(store: Storage) -> None:  # noqa:
     assert set(claimed.values()) == {1}  # ... by exactly one claimer, once
 
 
-def test_expired_feed_lease_is_taken_over(store: Storage) -> None:  # noqa: F811
+def test_expired_feed_lease_is_taken_over(store: Storage) -> None:
     feeds = add_feeds(store, 3)
     assert sorted(f.id for f in store.claim_feeds(NOW, "crashed", 10, LEASE)) == feeds
     assert store.claim_feeds(NOW + LEASE - timedelta(seconds=1), "other", 10, LEASE) == []
@@ -71,7 +71,7 @@ def test_expired_feed_lease_is_taken_over(store: Storage) -> None:  # noqa: F811
     assert store.claim_feeds(later, "third", 10, LEASE) == []  # now the taker holds them
 
 
-def test_released_feed_lease_is_claimable_at_once(store: Storage) -> None:  # noqa: F811
+def test_released_feed_lease_is_claimable_at_once(store: Storage) -> None:
     polled, *rest = add_feeds(store, 4)
     assert len(store.claim_feeds(NOW, "stopping", 10, LEASE)) == 4
     store.record_poll(poll_update(polled), [], NOW)  # its poll is recorded: lease ended
@@ -84,7 +84,7 @@ def test_released_feed_lease_is_claimable_at_once(store: Storage) -> None:  # no
     assert store.claim_feeds(NOW, "third", 10, LEASE) == []
 
 
-def queue_deliveries(store: Storage, subscriptions: int, hits: int) -> int:  # noqa: F811
+def queue_deliveries(store: Storage, subscriptions: int, hits: int) -> int:
     store.sync_config_webhooks(
         [WebhookConfig(url=f"https://h{i}.example/x", secret=SECRET) for i in range(subscriptions)],
         NOW,
@@ -97,7 +97,7 @@ def queue_deliveries(store: Storage, subscriptions: int, hits: int) -> int:  # n
     return len(pending)
 
 
-def test_racing_delivery_claims_never_share_a_delivery(store: Storage) -> None:  # noqa: F811
+def test_racing_delivery_claims_never_share_a_delivery(store: Storage) -> None:
     total = queue_deliveries(store, subscriptions=4, hits=6)
     claimed: Counter[int] = Counter()
     for _ in range(10):
@@ -112,7 +112,7 @@ def test_racing_delivery_claims_never_share_a_delivery(store: Storage) -> None: 
     assert set(claimed.values()) == {1}  # ... by exactly one claimer, once
 
 
-def test_released_delivery_lease_is_claimable_at_once(store: Storage) -> None:  # noqa: F811
+def test_released_delivery_lease_is_claimable_at_once(store: Storage) -> None:
     queue_deliveries(store, subscriptions=1, hits=2)
     first = store.claim_deliveries(NOW)
     assert len(first) == 2

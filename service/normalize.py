@@ -35,6 +35,12 @@ BLOCK_ELEMENTS = frozenset(
 # nesting ("&amp;amp;amp;..."), after which leftover markup starters are removed outright.
 MAX_HTML_PASSES = 8
 
+# Longest entry id and link an article keeps, in UTF-8 bytes. Both are indexed, and an entry
+# of a PostgreSQL B-tree index holds at most 2,704 bytes: one longer value made its feed's
+# every poll fail there. A longer id is kept as its SHA-256 (still one id per entry, the
+# same at every poll); a longer link (browsers stop near 2,000 characters too) is dropped.
+MAX_KEY_BYTES = 2_000
+
 # Query parameters that identify a campaign or a click, never the article itself.
 TRACKING_PARAMS = frozenset(
     {
@@ -359,11 +365,19 @@ def strip_source_suffix(title: str, source: str) -> str:
     return title
 
 
+def _too_long(key: str) -> bool:
+    """Whether an entry id or link is past ``MAX_KEY_BYTES`` (a character is 1-4 bytes)."""
+    return len(key) * 4 > MAX_KEY_BYTES and (
+        len(key) > MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+    )
+
+
 def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> Article:
     """One ``RawEntry`` as an ``Article``.
 
     source: the entry's ``<source>`` outlet, else the feed title, else the feed's host.
-    guid: the entry id, else the canonical URL, else the content hash.
+    guid: the entry id, else the canonical URL, else the content hash; an id or URL past
+    ``MAX_KEY_BYTES`` is hashed or dropped.
     text: the entry's full content, unless it only repeats the summary.
     """
     source = (
@@ -374,8 +388,12 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
     content = html_to_text(entry.content_html)
     text = content if content != summary else ""
     url = canonical_url(_resolve(feed_url, entry.link)) if entry.link else ""
+    if _too_long(url):
+        url = ""
     digest = content_hash(title, summary, text)
     guid = (entry.guid or "").strip() or url or digest
+    if _too_long(guid):
+        guid = "sha256:" + hashlib.sha256(guid.encode("utf-8", "surrogatepass")).hexdigest()
     author = html_to_text(entry.author or "") or None
     return Article(
         url=url,

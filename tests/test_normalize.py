@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from service.errors import ParseError
 from service.normalize import (
     MAX_HTML_PASSES,
+    MAX_KEY_BYTES,
     _html_pass_parser,
     _html_pass_plain,
     canonical_url,
@@ -219,6 +221,38 @@ def test_guid_falls_back_to_url_then_hash() -> None:
     neither = normalize_entry(raw(guid="  ", link=None), None, FEED_URL)
     assert neither.url == ""
     assert neither.guid == neither.content_hash
+
+
+LONG_LINK = "https://www.example.org/story?" + "&".join(f"k{i}=v{i}" for i in range(400))
+
+
+@pytest.mark.parametrize(
+    ("guid", "link", "kept_guid", "kept_url"),
+    [
+        ("g" * 2_000, None, "g" * 2_000, ""),  # at the limit: kept
+        ("g" * 2_001, None, None, ""),  # past it: hashed
+        ("\u20ac" * 667, None, None, ""),  # 667 characters, 2,001 bytes: hashed
+        ("\u20ac" * 666, None, "\u20ac" * 666, ""),  # 1,998 bytes: kept
+        ("urn:1", LONG_LINK, "urn:1", ""),  # a link past the limit is dropped
+        (None, LONG_LINK, "hash", ""),  # ... and the id falls back to the content hash
+        (None, "https://www.example.org/s/1", "https://www.example.org/s/1", "same"),
+    ],
+)
+def test_entry_ids_and_links_past_the_index_limit(
+    guid: str | None, link: str | None, kept_guid: str | None, kept_url: str
+) -> None:
+    """Entry ids and links are indexed, and a PostgreSQL B-tree entry holds at most 2,704
+    bytes (one longer value made its feed's every poll fail there): past MAX_KEY_BYTES an
+    id is kept as its SHA-256, the same at every poll, and a link is dropped."""
+    article = normalize_entry(raw(guid=guid, link=link), None, FEED_URL)
+    assert article.url == (link if kept_url == "same" else kept_url)
+    if kept_guid is None:
+        assert article.guid == "sha256:" + hashlib.sha256((guid or "").encode()).hexdigest()
+        assert normalize_entry(raw(guid=guid, link=link), None, FEED_URL).guid == article.guid
+    else:
+        assert article.guid == (article.content_hash if kept_guid == "hash" else kept_guid)
+    for key in (article.guid, article.url):
+        assert len(key.encode()) <= MAX_KEY_BYTES
 
 
 def test_relative_link_resolved_against_feed_url() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -271,15 +272,19 @@ def test_a_database_that_refuses_everything_still_ends_the_pass(
 
 
 @pytest.mark.postgres
-def test_nul_characters_in_a_feed_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> None:
-    """PostgreSQL refuses text holding NUL, which a broken feed can carry as a raw byte or
-    as "&#0;": that used to stop every poll pass meeting the feed. The characters are
-    dropped while parsing, so the article, and its hit, are stored."""
+def test_odd_entries_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> None:
+    """What PostgreSQL refuses used to make every poll of the feed fail there, and stop the
+    pass: text holding NUL (a raw byte or "&#0;" in a broken feed) and index entries past
+    2,704 bytes (a 5,000-character entry id or link). Parsing drops the NULs and
+    normalising hashes the long id and drops the long link, so both articles, and the
+    hit, are stored."""
     title, summary, _ = seed_parts()
-    nul = rss(
+    long_link = "https://n.example/long?" + "&".join(f"k{i}=v{i}" for i in range(600))
+    odd = rss(
         [
             {"title": title[:10] + "\x00" + title[10:], "link": "https://n.example/a\x00b",
              "guid": "g\x001", "description": summary.replace(" ", " \x00", 3)},
+            {"title": "Long keys", "link": long_link, "guid": "x" * 5_000},
         ],
         title="Feed\x00 title",
     ).replace(b"Feed", b"F&#0;eed")  # fmt: skip
@@ -295,19 +300,23 @@ def test_nul_characters_in_a_feed_are_stored_on_postgresql(pg_url: str, matcher:
         )
         try:
             with FeedServer() as srv:
-                srv.route("/nul.xml", body=nul)
+                srv.route("/odd.xml", body=odd)
                 srv.route("/other.xml", body=rss(other_items()))
-                for path in ("/nul.xml", "/other.xml"):
+                for path in ("/odd.xml", "/other.xml"):
                     store.add_feed(srv.url(path), T0)
                 reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
             # Stored, with the document's fault as a warning.
-            assert reports["nul.xml"].status is FetchStatus.OK, reports["nul.xml"].error
-            assert "invalid character" in (reports["nul.xml"].error or "")
-            assert reports["nul.xml"].new_items == 1 and reports["nul.xml"].hits == 1
+            assert reports["odd.xml"].status is FetchStatus.OK, reports["odd.xml"].error
+            assert "invalid character" in (reports["odd.xml"].error or "")
+            assert reports["odd.xml"].new_items == 2 and reports["odd.xml"].hits == 1
             assert reports["other.xml"].new_items == 3
             with store.engine.connect() as conn:
-                rows = conn.execute(text("SELECT title, url, guid FROM articles")).all()
-            assert (title, "https://n.example/ab", "g1") in [tuple(r) for r in rows]
+                rows = [
+                    tuple(r) for r in conn.execute(text("SELECT title, url, guid FROM articles"))
+                ]
+            assert (title, "https://n.example/ab", "g1") in rows
+            long_guid = "sha256:" + hashlib.sha256(b"x" * 5_000).hexdigest()
+            assert ("Long keys", "", long_guid) in rows
         finally:
             client.close()
             store.close()

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from service.config import Config, is_private_url
 from service.errors import ParseError
+from service.normalize import MAX_FEED_URL_BYTES, too_long
 from service.types import FeedRecord
 
 # Discovery reads one page: a homepage is rarely over a few hundred KB, and the fetch is
@@ -67,6 +68,8 @@ def list_feeds(storage: Any, fmt: str, table: Table) -> int:
 
 
 def _refusal(url: str, allow_private: bool) -> str | None:
+    if too_long(url, MAX_FEED_URL_BYTES):
+        return f"a URL of {len(url.encode())} bytes is longer than {MAX_FEED_URL_BYTES}"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{url!r} is not an http(s) URL; give the feed's or the site's full URL"

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from service.errors import BodyTooLarge, FetchError
+from service.normalize import MAX_FEED_URL_BYTES, too_long
 from service.politeness import HostGate
 from service.types import FeedForUpdate, FetchResult, FetchStatus
 
@@ -96,13 +97,17 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 def permanent_target(response: httpx.Response) -> str | None:
     """Where the leading run of permanent redirects (301/308) of ``response.history`` led:
     the URL to store instead of the feed's. ``None`` without such a redirect. A chain
-    that turns temporary (301 then 302) moves the feed only as far as the permanent hops."""
+    that turns temporary (301 then 302) moves the feed only as far as the permanent hops,
+    and one onto a URL too long to store (``MAX_FEED_URL_BYTES``) as far as the hop before."""
     target: str | None = None
     hops = [*response.history, response]
     for hop, following in zip(hops, hops[1:], strict=False):
         if hop.status_code not in PERMANENT_REDIRECTS:
             break
-        target = str(following.url)
+        url = str(following.url)
+        if too_long(url, MAX_FEED_URL_BYTES):
+            break
+        target = url
     return target
 
 

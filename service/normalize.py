@@ -40,6 +40,9 @@ MAX_HTML_PASSES = 8
 # every poll fail there. A longer id is kept as its SHA-256 (still one id per entry, the
 # same at every poll); a longer link (browsers stop near 2,000 characters too) is dropped.
 MAX_KEY_BYTES = 2_000
+# Longest feed URL stored (the API's, the CLI's and a permanent redirect's), in UTF-8 bytes:
+# feed URLs are indexed too.
+MAX_FEED_URL_BYTES = 2_048
 
 # Query parameters that identify a campaign or a click, never the article itself.
 TRACKING_PARAMS = frozenset(
@@ -365,10 +368,10 @@ def strip_source_suffix(title: str, source: str) -> str:
     return title
 
 
-def _too_long(key: str) -> bool:
-    """Whether an entry id or link is past ``MAX_KEY_BYTES`` (a character is 1-4 bytes)."""
-    return len(key) * 4 > MAX_KEY_BYTES and (
-        len(key) > MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+def too_long(key: str, limit: int = MAX_KEY_BYTES) -> bool:
+    """Whether ``key`` (an entry id, a link, a feed URL) is past ``limit`` UTF-8 bytes."""
+    return len(key) * 4 > limit and (
+        len(key) > limit or len(key.encode("utf-8", "surrogatepass")) > limit
     )
 
 
@@ -388,11 +391,11 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
     content = html_to_text(entry.content_html)
     text = content if content != summary else ""
     url = canonical_url(_resolve(feed_url, entry.link)) if entry.link else ""
-    if _too_long(url):
+    if too_long(url):
         url = ""
     digest = content_hash(title, summary, text)
     guid = (entry.guid or "").strip() or url or digest
-    if _too_long(guid):
+    if too_long(guid):
         guid = "sha256:" + hashlib.sha256(guid.encode("utf-8", "surrogatepass")).hexdigest()
     author = html_to_text(entry.author or "") or None
     return Article(
@@ -415,4 +418,5 @@ __all__ = [
     "html_to_text",
     "normalize_entry",
     "strip_source_suffix",
+    "too_long",
 ]

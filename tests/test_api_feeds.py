@@ -104,6 +104,23 @@ def test_bad_bodies_are_422(storage: Storage, body: dict[str, Any]) -> None:
     assert answer.status_code == 422, answer.text
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.org/" + "x" * 2_029,  # 2,049 bytes
+        "https://example.org/" + "\u00e9" * 1_015,  # 1,035 characters, 2,050 bytes
+    ],
+)
+def test_urls_too_long_to_store_are_422(storage: Storage, url: str) -> None:
+    """Feed URLs are indexed, and PostgreSQL holds at most 2,704 bytes an index entry."""
+    with api(storage) as client:
+        answer = client.post("/api/v1/feeds", json={"url": url}, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json()["error"] == (
+        "url must be a string of at most 2048 characters (bytes in UTF-8)"
+    )
+
+
 def test_feed_health_shows_why_a_feed_is_disabled(storage: Storage) -> None:
     feed, _ = storage.add_feed("https://gone.example/rss", NOW)
     storage.update_feed(

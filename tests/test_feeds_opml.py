@@ -155,6 +155,26 @@ def test_feeds_add_refuses_private_addresses_unless_allowed(tmp_path: Path) -> N
     assert out.returncode == 1 and "allow_private_addresses" in out.stderr
 
 
+def test_feed_urls_too_long_to_store_are_refused(tmp_path: Path) -> None:
+    """Feed URLs are indexed (PostgreSQL: at most 2,704 bytes an index entry): `feeds add`
+    refuses one past 2,048 bytes, and `feeds import` skips it and adds the rest."""
+    cfg = cli_config(tmp_path)
+    long_url = "https://example.org/feed.xml?" + "x" * 2_100
+    out = dw("feeds", "add", long_url, config=cfg)
+    assert out.returncode == 1 and "a URL of 2129 bytes is longer than 2048" in out.stderr
+    opml = tmp_path / "subs.opml"
+    opml.write_text(
+        '<opml version="2.0"><body><outline type="rss" xmlUrl="https://example.org/a.xml"/>'
+        f'<outline type="rss" xmlUrl="{long_url}"/></body></opml>',
+        encoding="utf-8",
+    )
+    imported = dw("feeds", "import", str(opml), config=cfg)
+    assert imported.returncode == 0, imported.stderr
+    assert "1 added, 0 already present, 1 refused" in imported.stdout
+    assert "skipped: a URL of 2129 bytes is longer than 2048" in imported.stderr
+    assert [f["url"] for f in listed(cfg)] == ["https://example.org/a.xml"]
+
+
 def test_feeds_import_and_export(tmp_path: Path) -> None:
     cfg = cli_config(tmp_path)
     opml = tmp_path / "subs.opml"

@@ -15,6 +15,7 @@ import pytest
 import service.parse_worker
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
+from service.normalize import MAX_FEED_URL_BYTES
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
 from service.types import FeedRecord, FetchStatus
@@ -319,6 +320,21 @@ def test_permanent_redirect_then_temporary_moves_only_the_permanent_hop(
     server.route("/c.xml", body=rss(items(1)))
     storage.add_feed(server.url("/a.xml"), T0)
     poll_one(poller, storage, server.url("/a.xml"))
+    assert [f.url for f in storage.list_feeds()] == [server.url("/b.xml")]
+
+
+def test_permanent_redirect_onto_a_url_too_long_to_store_moves_only_as_far_as_the_hop_before(
+    storage: Storage, poller: Poller, server: FeedServer
+) -> None:
+    """Feed URLs are indexed (PostgreSQL holds at most 2,704 bytes an index entry): a move
+    onto a URL past MAX_FEED_URL_BYTES would make every poll of the feed fail there."""
+    long_path = "/long.xml?" + "&".join(f"k{i}=v{i}" for i in range(300))
+    server.redirect("/a.xml", "/b.xml", status=301)
+    server.redirect("/b.xml", long_path, status=301)
+    server.route(long_path, body=rss(items(1)))
+    storage.add_feed(server.url("/a.xml"), T0)
+    report = poll_one(poller, storage, server.url("/a.xml"))
+    assert report.new_items == 1 and len(server.url(long_path)) > MAX_FEED_URL_BYTES
     assert [f.url for f in storage.list_feeds()] == [server.url("/b.xml")]
 
 

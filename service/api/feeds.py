@@ -16,12 +16,13 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from service.addresses import Resolver, _system_resolver, private_address_reason
 from service.api.hits import RowId
 from service.decide import parse_duration
+from service.normalize import MAX_FEED_URL_BYTES, too_long
 from service.storage import Storage
 from service.types import FeedRecord
 
 # Longest URL accepted from a client; real feed URLs are far shorter (Google News
 # searches reach ~300 characters).
-MAX_URL_CHARS = 2048
+MAX_URL_CHARS = MAX_FEED_URL_BYTES
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -53,8 +54,10 @@ def feed_payload(f: FeedRecord) -> dict[str, Any]:
 
 def checked_feed_url(url: Any, allow_private: bool, resolve: Resolver) -> str:
     """The URL if a user may add it as a feed; else ``ValueError`` saying why."""
-    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
-        raise ValueError(f"url must be a string of at most {MAX_URL_CHARS} characters")
+    if not isinstance(url, str) or too_long(url, MAX_URL_CHARS):
+        raise ValueError(
+            f"url must be a string of at most {MAX_URL_CHARS} characters (bytes in UTF-8)"
+        )
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL; give the feed's full URL")

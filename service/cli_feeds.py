@@ -70,8 +70,12 @@ def list_feeds(storage: Any, fmt: str, table: Table) -> int:
 def _refusal(url: str, allow_private: bool) -> str | None:
     if too_long(url, MAX_FEED_URL_BYTES):
         return f"a URL of {len(url.encode())} bytes is longer than {MAX_FEED_URL_BYTES}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname if parts.port != 0 else None
+    except ValueError:  # an unclosed IPv6 host, a bad port
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
         return f"{url!r} is not an http(s) URL; give the feed's or the site's full URL"
     if not allow_private and is_private_url(url):
         return (

@@ -100,6 +100,14 @@ BAD_CONFIGS = [
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),
+    ('[[feeds]]\nurl = "http://[::1/feed"\n', "feeds[0].url", "https://"),  # urlsplit raised
+    ('[[feeds]]\nurl = "https://x.example:99999/feed"\n', "feeds[0].url", "https://"),
+    (f'[[feeds]]\nurl = "https://x.example/{"x" * 2_100}"\n', "feeds[0].url", "shorter URL"),
+    (
+        '[[webhooks]]\nurl = "http://[::1/hook"\nsecret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM="\n',
+        "webhooks[0].url",
+        "https://",
+    ),
     ('[[feeds]]\nurl = "http://127.0.0.1:8000/feed"\n', "feeds[0].url", "allow_private_addresses"),
     ('[[feeds]]\nurl = "https://a.example/f"\ncolour = "red"\n', "feeds[0].colour", "allowed keys"),
     ('[[webhooks]]\nurl = "https://h.example/x"\n', "webhooks[0].secret", "secret_env"),

@@ -162,6 +162,9 @@ def test_feed_urls_too_long_to_store_are_refused(tmp_path: Path) -> None:
     long_url = "https://example.org/feed.xml?" + "x" * 2_100
     out = dw("feeds", "add", long_url, config=cfg)
     assert out.returncode == 1 and "a URL of 2129 bytes is longer than 2048" in out.stderr
+    for odd in ("http://[::1/feed", "https://x.example:99999/feed"):  # urlsplit raised
+        out = dw("feeds", "add", odd, config=cfg)
+        assert out.returncode == 1 and "is not an http(s) URL" in out.stderr, out.stderr
     opml = tmp_path / "subs.opml"
     opml.write_text(
         '<opml version="2.0"><body><outline type="rss" xmlUrl="https://example.org/a.xml"/>'

@@ -150,6 +150,8 @@ def test_secret_rotation_signs_with_both_secrets(storage: Storage) -> None:
         ({"url": "https://h.example/x", "secret": SECRET, "topics": ["ice"]}, "w.topics"),
         ({"url": "https://h.example/x", "secret": [SECRET, "bad"]}, "w.secret"),
         ({"url": "http://10.0.0.5/x", "secret": SECRET}, "w.url"),
+        ({"url": "http://[::1/x", "secret": SECRET}, "w.url"),  # urlsplit raised
+        ({"url": "https://h.example/" + "x" * 2_100, "secret": SECRET}, "w.url"),
     ],
 )
 def test_bad_subscriptions_are_refused_with_the_key(item: dict[str, object], key: str) -> None:

@@ -121,6 +121,17 @@ def test_urls_too_long_to_store_are_422(storage: Storage, url: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "url", ["ftp://example.org/feed", "http://[::1/feed", "https://e.org:99999/f"]
+)
+def test_what_is_not_an_http_url_is_422_saying_so(storage: Storage, url: str) -> None:
+    """urlsplit raises on the last two; the answer is the same as for any other non-URL."""
+    with api(storage) as client:
+        answer = client.post("/api/v1/feeds", json={"url": url}, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json()["error"] == f"{url!r} is not an http(s) URL; give the feed's full URL"
+
+
 def test_feed_health_shows_why_a_feed_is_disabled(storage: Storage) -> None:
     feed, _ = storage.add_feed("https://gone.example/rss", NOW)
     storage.update_feed(

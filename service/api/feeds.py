@@ -58,8 +58,12 @@ def checked_feed_url(url: Any, allow_private: bool, resolve: Resolver) -> str:
         raise ValueError(
             f"url must be a string of at most {MAX_URL_CHARS} characters (bytes in UTF-8)"
         )
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url.strip())
+        hostname = parts.hostname if parts.port != 0 else None
+    except ValueError:  # an unclosed IPv6 host, a port past 65535
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
         raise ValueError(f"{url!r} is not an http(s) URL; give the feed's full URL")
     if not allow_private:
         reason = private_address_reason(url, resolve)

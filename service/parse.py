@@ -50,6 +50,16 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _CONTROLS = tuple(chr(c) for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)))
 _SEARCH_BY_SUBSTRINGS_FROM = 400
 
+# Character references to UTF-16 surrogates, as software that escapes UTF-16 code units
+# writes an emoji ("&#55357;&#56832;"): XML forbids them, expat refuses the document, and
+# feedparser's fallback parser raises UnicodeEncodeError, so one emoji lost the whole feed.
+# A high-low pair becomes the one reference it stands for, a half without its other half
+# U+FFFD (``_mend_surrogate_references``). Decimal 55000-57999 and hex D800-DFFF are caught
+# here; the value decides.
+_SURROGATE_REFERENCE = re.compile(
+    rb"&#(?:[xX]0*([dD][89a-fA-F][0-9a-fA-F]{2})|0*(5[5-7][0-9]{3}));"
+)
+
 # How much of a document to quote in a ParseError.
 ERROR_SNIPPET_CHARS = 60
 
@@ -65,6 +75,38 @@ ENTITY_DECLARATIONS = (
     "<!ENTITY".encode("utf-16-le"),
     "<!ENTITY".encode("utf-16-be"),
 )
+
+
+def _surrogate(match: re.Match[bytes]) -> int | None:
+    """The UTF-16 surrogate a character reference names, or None for any other character."""
+    hex_digits, decimal = match.groups()
+    value = int(hex_digits, 16) if hex_digits else int(decimal)
+    return value if 0xD800 <= value <= 0xDFFF else None
+
+
+def _mend_surrogate_references(body: bytes) -> bytes:
+    """``body`` with character references to surrogates (``_SURROGATE_REFERENCE``) made
+    well-formed: a high surrogate followed at once by a low one becomes the reference to
+    the character the pair encodes, any other surrogate ``&#xFFFD;``."""
+    if b"&#" not in body:
+        return body
+    found = [(m, v) for m in _SURROGATE_REFERENCE.finditer(body) if (v := _surrogate(m))]
+    if not found:
+        return body
+    pieces: list[bytes] = []
+    done = i = 0
+    while i < len(found):
+        match, value = found[i]
+        pieces.append(body[done : match.start()])
+        low = found[i + 1] if i + 1 < len(found) else None
+        if value < 0xDC00 and low and low[0].start() == match.end() and low[1] >= 0xDC00:
+            pieces.append(b"&#x%X;" % (0x10000 + ((value - 0xD800) << 10) + low[1] - 0xDC00))
+            done, i = low[0].end(), i + 2
+        else:
+            pieces.append(b"&#xFFFD;")
+            done, i = match.end(), i + 1
+    pieces.append(body[done:])
+    return b"".join(pieces)
 
 
 def _struct_to_utc(value: Any) -> datetime | None:
@@ -229,6 +271,7 @@ def parse_feed(
             "refused: the document declares XML entities (<!ENTITY ...>), which feeds do "
             "not need and entity-expansion and external-entity (XXE) attacks use"
         )
+    body = _mend_surrogate_references(body)
     response_headers = {name.lower(): value for name, value in headers.items()}
     had_content_type = "content-type" in response_headers
     if response_headers:

@@ -250,6 +250,35 @@ def test_control_characters_never_reach_an_article(
         assert article.summary == "Body with spaces." or article.text == "Body with spaces."
 
 
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("&#55357;&#56832; refuses", "\U0001f600 refuses"),  # a pair: one emoji
+        ("&#xD83D;&#xDE00; refuses", "\U0001f600 refuses"),
+        ("&#XD83D;&#x0DE00; refuses", "\U0001f600 refuses"),
+        ("&#55357; refuses", "\ufffd refuses"),  # a high half alone
+        ("&#56832;&#55357; refuses", "\ufffd\ufffd refuses"),  # the halves the wrong way round
+        ("&#55357; &#56832; refuses", "\ufffd \ufffd refuses"),  # not side by side
+        ("&#55000;&#57999; refuses", "\ud6d8\ue28f refuses"),  # not surrogates: left alone
+    ],
+)
+@pytest.mark.parametrize("fast", [True, False])
+def test_references_to_utf16_surrogates_do_not_lose_the_feed(
+    title: str, expected: str, fast: bool
+) -> None:
+    """XML forbids references to surrogates, but software that escapes UTF-16 code units
+    writes emoji that way: expat refused the document and feedparser raised, so the whole
+    feed was an error. A pair is read as its character, a lone half as U+FFFD."""
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+        f"<item><title>{title}</title><link>https://e.example/1</link></item>"
+        "<item><title>Other</title><link>https://e.example/2</link></item></channel></rss>"
+    ).encode()
+    parsed = parse_feed(body, {"Content-Type": "application/rss+xml"}, FEED_URL, fast=fast)
+    assert [e.title for e in parsed.entries] == [expected, "Other"]
+    assert parsed.bozo_error is None
+
+
 def test_valid_feed_without_items_is_not_an_error() -> None:
     parsed = parse_feed(EMPTY_CHANNEL, {"Content-Type": "application/rss+xml"}, FEED_URL)
     assert parsed == ParsedFeed(title="Quiet", link="https://quiet.example/", entries=())

@@ -40,6 +40,12 @@ MAX_HTML_PASSES = 8
 # every poll fail there. A longer id is kept as its SHA-256 (still one id per entry, the
 # same at every poll); a longer link (browsers stop near 2,000 characters too) is dropped.
 MAX_KEY_BYTES = 2_000
+# Longest title, summary and text an article keeps, in characters (as many as the matcher
+# reads of each: ``match.prefilter.MAX_FIELD_CHARS``). 200,000 characters of text are ~30
+# printed pages, far beyond a news item; the cap bounds the database and the search vector
+# PostgreSQL builds for a hit, which may not pass 1 MB: a 1.6 MB text of distinct words made
+# its feed's every poll fail there.
+MAX_ARTICLE_CHARS = {"title": 2_000, "summary": 50_000, "text": 200_000}
 # Longest feed URL stored (the API's, the CLI's and a permanent redirect's), in UTF-8 bytes:
 # feed URLs are indexed too.
 MAX_FEED_URL_BYTES = 2_048
@@ -382,13 +388,14 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
     guid: the entry id, else the canonical URL, else the content hash; an id or URL past
     ``MAX_KEY_BYTES`` is hashed or dropped.
     text: the entry's full content, unless it only repeats the summary.
+    Title, summary and text are cut to ``MAX_ARTICLE_CHARS``.
     """
     source = (
         html_to_text(entry.source_title or "") or html_to_text(feed_title or "") or _host(feed_url)
     )
-    title = strip_source_suffix(html_to_text(entry.title), source)
-    summary = html_to_text(entry.summary_html)
-    content = html_to_text(entry.content_html)
+    title = strip_source_suffix(html_to_text(entry.title), source)[: MAX_ARTICLE_CHARS["title"]]
+    summary = html_to_text(entry.summary_html)[: MAX_ARTICLE_CHARS["summary"]]
+    content = html_to_text(entry.content_html)[: MAX_ARTICLE_CHARS["text"]]
     text = content if content != summary else ""
     url = canonical_url(_resolve(feed_url, entry.link)) if entry.link else ""
     if too_long(url):

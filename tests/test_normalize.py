@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import ParseError
+from service.match.prefilter import MAX_FIELD_CHARS
 from service.normalize import (
+    MAX_ARTICLE_CHARS,
     MAX_HTML_PASSES,
     MAX_KEY_BYTES,
     _html_pass_parser,
@@ -253,6 +255,18 @@ def test_entry_ids_and_links_past_the_index_limit(
         assert article.guid == (article.content_hash if kept_guid == "hash" else kept_guid)
     for key in (article.guid, article.url):
         assert len(key.encode()) <= MAX_KEY_BYTES
+
+
+def test_title_summary_and_text_are_cut_to_what_the_matcher_reads() -> None:
+    """MAX_ARTICLE_CHARS bounds the database and a hit's PostgreSQL search vector (1 MB)."""
+    entry = raw(title="t" * 3_000, summary_html="s" * 60_000, content_html="c" * 300_000)
+    article = normalize_entry(entry, None, FEED_URL)
+    assert (len(article.title), len(article.summary), len(article.text)) == (
+        MAX_ARTICLE_CHARS["title"],
+        MAX_ARTICLE_CHARS["summary"],
+        MAX_ARTICLE_CHARS["text"],
+    )
+    assert MAX_ARTICLE_CHARS == MAX_FIELD_CHARS  # as much as the matcher reads of each
 
 
 def test_relative_link_resolved_against_feed_url() -> None:

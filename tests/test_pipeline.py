@@ -275,15 +275,17 @@ def test_a_database_that_refuses_everything_still_ends_the_pass(
 def test_odd_entries_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> None:
     """What PostgreSQL refuses used to make every poll of the feed fail there, and stop the
     pass: text holding NUL (a raw byte or "&#0;" in a broken feed) and index entries past
-    2,704 bytes (a 5,000-character entry id or link). Parsing drops the NULs and
-    normalising hashes the long id and drops the long link, so both articles, and the
+    2,704 bytes (a 5,000-character entry id or link), and a hit's search vector past 1 MB
+    (1.8 MB of distinct words). Parsing drops the NULs, and normalising hashes the long id,
+    drops the long link and cuts the text to 200,000 characters, so both articles, and the
     hit, are stored."""
     title, summary, _ = seed_parts()
     long_link = "https://n.example/long?" + "&".join(f"k{i}=v{i}" for i in range(600))
     odd = rss(
         [
             {"title": title[:10] + "\x00" + title[10:], "link": "https://n.example/a\x00b",
-             "guid": "g\x001", "description": summary.replace(" ", " \x00", 3)},
+             "guid": "g\x001", "description": summary.replace(" ", " \x00", 3),
+             "content": " ".join(f"word{i:x}" for i in range(200_000))},
             {"title": "Long keys", "link": long_link, "guid": "x" * 5_000},
         ],
         title="Feed\x00 title",
@@ -296,7 +298,7 @@ def test_odd_entries_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> 
             interval_s=600, min_interval_s=60, max_interval_s=3600, concurrency=4
         )
         p = Poller(
-            store, Fetcher(client, 1_000_000, 10), matcher, settings, Clock(), random.Random(0)
+            store, Fetcher(client, 5_000_000, 10), matcher, settings, Clock(), random.Random(0)
         )
         try:
             with FeedServer() as srv:
@@ -315,6 +317,9 @@ def test_odd_entries_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> 
                     tuple(r) for r in conn.execute(text("SELECT title, url, guid FROM articles"))
                 ]
             assert (title, "https://n.example/ab", "g1") in rows
+            with store.engine.connect() as conn:
+                (length,) = conn.execute(text("SELECT max(length(text)) FROM articles")).one()
+            assert length == 200_000
             long_guid = "sha256:" + hashlib.sha256(b"x" * 5_000).hexdigest()
             assert ("Long keys", "", long_guid) in rows
         finally:

@@ -82,8 +82,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():  # str.isdigit alone takes "¹", which float refuses
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None  # 400 nines are not a delay
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

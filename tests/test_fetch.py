@@ -285,6 +285,9 @@ def test_shared_client_across_threads(server: FeedServer, fetcher: Fetcher) -> N
         ("-5", None),
         ("", None),
         (None, None),
+        ("\u00b9", None),  # str.isdigit() is true, float() raised (a Latin-1 byte 0xB9)
+        ("\u0663", None),  # an Arabic-Indic 3: HTTP's digits are ASCII
+        ("9" * 400, None),  # float() gives inf
     ],
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:

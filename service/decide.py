@@ -144,7 +144,10 @@ def cache_lifetime_s(headers: Mapping[str, str], now: datetime) -> float | None:
         name, _, value = directive.partition("=")
         if name.strip() == "max-age":
             value = value.strip().strip('"')
-            return float(value) if value.isdigit() else None
+            if not (value.isascii() and value.isdigit()):  # "¹" passes str.isdigit alone
+                return None
+            seconds = float(value)
+            return seconds if math.isfinite(seconds) else None
     expires = _http_date(headers.get("expires"))
     if expires is None:
         return None

@@ -275,7 +275,7 @@ class Fetcher:
     def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
         too_large = f"body larger than {self._max_bytes} bytes"
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self._max_bytes:
             raise BodyTooLarge(f"{too_large} (Content-Length: {declared})", response.status_code)
         chunks: list[bytes] = []
         size = 0

@@ -232,7 +232,7 @@ def encode_cursor(c: Cursor) -> str:
 
 def decode_cursor(value: str | int, sort: str) -> Cursor:
     """A cursor from a client: ours, or a bare hit id (the first API's cursor)."""
-    if isinstance(value, int) or value.isdigit():
+    if isinstance(value, int) or (value.isascii() and value.isdigit()):
         if sort != "newest":
             raise QueryError("cursor", "a numeric cursor only pages the newest sort")
         return Cursor("newest", int(value))

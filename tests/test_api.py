@@ -129,3 +129,16 @@ def test_a_failing_database_is_503_with_retry_after(storage: Storage) -> None:
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json()["error"].startswith("database error: ")
     assert r.json()["error"].endswith("the database is unavailable, try again shortly")
+
+
+def test_digits_python_reads_but_int_refuses_are_not_ids(storage: Storage) -> None:
+    """``"¹".isdigit()`` is true and ``int("¹")`` raises: a cursor or feed filter of such
+    digits was a 500. A cursor is refused like any other unknown one; a feed filter names a
+    feed by URL, and no feed has that URL."""
+    _fill(storage, 1)
+    with TestClient(create_app(storage)) as client:
+        bad = client.get("/api/v1/hits", params={"cursor": "\u00b9"})
+        assert bad.status_code == 422 and bad.json()["error"].startswith("cursor: ")
+        none = client.get("/api/v1/hits", params={"feed": "\u00b9\u00b2"})
+        assert none.status_code == 200 and none.json()["items"] == []
+    assert storage.remove_feed("\u00b9") is None

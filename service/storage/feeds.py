@@ -145,7 +145,7 @@ class FeedStore(StoreBase):
 
     @staticmethod
     def _find_feed(s: Session, url_or_id: str) -> FeedRow | None:
-        if url_or_id.isdigit():
+        if url_or_id.isascii() and url_or_id.isdigit():
             return s.get(FeedRow, int(url_or_id))
         return s.exec(select(FeedRow).where(FeedRow.url == url_or_id)).first()
 

@@ -93,7 +93,9 @@ def where_clauses(q: HitQuery, dialect: str) -> list[Any]:
         out.append(hit_time() < q.until.astimezone(UTC))
     if q.feed:
         feed_ids = select(FeedRow.id).where(
-            FeedRow.id == int(q.feed) if q.feed.isdigit() else FeedRow.url == q.feed
+            FeedRow.id == int(q.feed)
+            if q.feed.isascii() and q.feed.isdigit()
+            else FeedRow.url == q.feed
         )
         out.append(
             col(HitRow.story_id).in_(

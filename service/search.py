@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -240,10 +241,10 @@ def decode_cursor(value: str | int, sort: str) -> Cursor:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         body = json.loads(raw)
         c = Cursor(str(body["s"]), int(body["id"]), None if "sc" not in body else float(body["sc"]))
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, RecursionError) as e:  # RecursionError: "[[[["
         raise QueryError("cursor", "not a cursor this API gave out; use next_cursor") from e
     if c.sort != sort:
         raise QueryError("cursor", f"this cursor pages sort={c.sort}, not sort={sort}")
-    if c.sort == "score" and c.score is None:
+    if c.sort == "score" and (c.score is None or not math.isfinite(c.score)):
         raise QueryError("cursor", "not a cursor this API gave out; use next_cursor")
     return c

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import math
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -75,7 +77,17 @@ def test_cursors_round_trip_and_old_integer_cursors_still_work() -> None:
     assert decode_cursor(encode_cursor(c), "score") == c
     assert decode_cursor("17", "newest") == Cursor("newest", 17)
     assert decode_cursor(17, "newest") == Cursor("newest", 17)
-    for bad, sort in (("garbage!", "newest"), (encode_cursor(c), "newest"), ("17", "score")):
+    forged = [  # made up, not given out: deep nesting raised RecursionError, NaN paged
+        (base64.urlsafe_b64encode(b"[" * 100_000).decode(), "newest"),
+        (encode_cursor(Cursor("score", 1, math.nan)), "score"),
+        ("\u00b9", "newest"),  # str.isdigit() is true, int() raised
+    ]
+    for bad, sort in (
+        ("garbage!", "newest"),
+        (encode_cursor(c), "newest"),
+        ("17", "score"),
+        *forged,
+    ):
         with pytest.raises(QueryError) as e:
             decode_cursor(bad, sort)
         assert e.value.param == "cursor"

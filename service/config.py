@@ -296,8 +296,8 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
                 return raw.lower() in {"1", "true", "yes", "on"}
             raise ValueError("expected true or false")
         if setting.type == "int":
-            if isinstance(raw, bool):
-                raise ValueError("expected a whole number")
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError("expected a whole number")  # not 2.5, inf or nan
             value = int(raw)
             if value < 0:
                 raise ValueError("must not be negative")
@@ -435,7 +435,11 @@ def load_config(
     rules = Path(values["matcher.rules"])
     if not rules.is_absolute():
         rules = cfg_path.parent / rules
-    if not rules.is_file():
+    try:
+        found = rules.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL character
+        found = False
+    if not found:
         raise ConfigError(
             file,
             "matcher.rules",

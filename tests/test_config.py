@@ -94,12 +94,16 @@ BAD_CONFIGS = [
     ("[polling]\nparse_nice = 20\n", "polling.parse_nice", "0 for the poller's own priority"),
     ("[polling]\nparse_nice = -5\n", "polling.parse_nice", "such as 10"),
     ("[matcher]\nthreshold = 2\n", "matcher.threshold", "0.5"),
+    ("[polling]\nconcurrency = inf\n", "polling.concurrency", "8"),  # int(inf) raised
+    ("[polling]\nconcurrency = 2.5\n", "polling.concurrency", "8"),  # was taken as 2
     ('[api]\ntoken = "x"\n', "api.token", "DW_API_TOKEN"),
     ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
     ("[database]\nsqlite_cache_mb = 0\n", "database.sqlite_cache_mb", "positive"),
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),
+    (f'[matcher]\nrules = "{"r" * 400}"\n', "matcher.rules", "rules TOML"),  # OSError: too long
+    ('[matcher]\nrules = "a\\u0000b"\n', "matcher.rules", "rules TOML"),  # ValueError: NUL
     ('[[feeds]]\nurl = "http://[::1/feed"\n', "feeds[0].url", "https://"),  # urlsplit raised
     ('[[feeds]]\nurl = "https://x.example:99999/feed"\n', "feeds[0].url", "https://"),
     (f'[[feeds]]\nurl = "https://x.example/{"x" * 2_100}"\n', "feeds[0].url", "shorter URL"),
@@ -132,8 +136,9 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize(("body", "key", "fix"), BAD_CONFIGS)
 def test_bad_config_names_file_key_and_fix(tmp_path: Path, body: str, key: str, fix: str) -> None:
     path = write(tmp_path, body) if not body.startswith("[matcher]") else tmp_path / "c.toml"
-    if body.startswith("[matcher]"):
-        path.write_text(body + f'rules = "{RULES}"\n', encoding="utf-8")
+    if body.startswith("[matcher]"):  # a body that names its own rules file keeps it
+        rules = "" if "\nrules = " in body else f'rules = "{RULES}"\n'
+        path.write_text(body + rules, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     message = str(err.value)

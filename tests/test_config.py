@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from service.config import SETTINGS, load_config
+from service.config import SETTINGS, Setting, load_config
 from service.errors import ConfigError
 from tests.conftest import REPO, RULES
 
@@ -224,3 +229,42 @@ def test_parse_processes_run_below_the_pollers_priority(
         assert doc.error is None and len(doc.articles) == 1
         [worker] = pool.worker_pids()
         assert os.getpriority(os.PRIO_PROCESS, worker) == min(19, own + added)
+
+
+ODD_VALUES = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.sampled_from([math.inf, -math.inf, math.nan, 2.5, 1e308]),
+    st.booleans(),
+    st.sampled_from(["", "0", "-1s", "1e308s", "9" * 400, "\u00b9", "x", "r" * 400, "a\u0000b"]),
+)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)  # a TOML basic string, escapes included
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SETTINGS), ODD_VALUES)
+def test_any_value_of_any_setting_is_taken_or_refused_naming_it(
+    setting: Setting, value: object
+) -> None:
+    """Odd values (inf, 2.5, 400 nines, a 400-character path) raised OverflowError and
+    OSError out of load_config before; every value is now taken or refused with the key."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.toml"
+        rules = "" if setting.name == "matcher.rules" else f'[matcher]\nrules = "{RULES}"\n'
+        path.write_text(
+            f"{rules}[{setting.section}]\n{setting.key} = {_toml(value)}\n", encoding="utf-8"
+        )
+        try:
+            load_config(path, env={})
+        except ConfigError as e:
+            # The key itself, or the one it is checked against (min_interval, max_interval).
+            assert e.key.startswith(f"{setting.section}.") or e.key in ("", "matcher.rules"), e

@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.alerts.payload import discord_body, render, sign, slack_body, standard_body
+from service.alerts.payload import (
+    discord_body,
+    render,
+    render_digest,
+    sign,
+    slack_body,
+    standard_body,
+)
 from service.alerts.retry import FIRST_RETRY_S, MAX_RETRY_WAIT_S, next_attempt_at
 from service.alerts.sender import WebhookSender, build_webhook_client
 from service.config import WebhookConfig
@@ -149,3 +156,36 @@ def test_human_formats_stay_within_documented_limits(storage: Storage, fmt: str)
         assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096
     else:
         assert body["data"]["title"] == doc["title"]
+
+
+@pytest.mark.parametrize(
+    ("url", "slack", "discord"),
+    [
+        ("", "*Story 1*", "Story 1"),  # no link: the title alone
+        ("https://n.example/a|b>c", "*<https://n.example/a%7Cb%3Ec|Story 1>*", None),
+        ("https://n.example/(a)", None, "[Story 1](https://n.example/(a%29)"),
+    ],
+)
+def test_human_formats_link_only_what_can_be_linked(
+    storage: Storage, url: str, slack: str | None, discord: str | None
+) -> None:
+    """An article may have no link (an entry without one, or one too long to keep):
+    Slack showed ``<|title>`` and Discord refuses an embed whose url is not a URL, so the
+    delivery failed at every attempt. Characters that end a link are percent-encoded."""
+    hit = storage.get_hit(_store_with_hit(storage, "https://h.example/x"))
+    assert hit is not None
+    doc = hit_payload(hit) | {"url": url, "title": "Story 1"}
+    section = json.loads(slack_body(doc))["blocks"][0]["text"]["text"]
+    embed = json.loads(discord_body(doc))["embeds"][0]
+    digest_slack = json.loads(render_digest("slack", "2025-01-23", [doc], NOW))
+    digest_discord = json.loads(render_digest("discord", "2025-01-23", [doc], NOW))
+    if slack is not None:
+        assert section.splitlines()[0] == slack
+        assert (
+            digest_slack["blocks"][1]["text"]["text"]
+            .splitlines()[1]
+            .startswith("• " + slack.strip("*"))
+        )
+    if discord is not None:
+        assert digest_discord["embeds"][0]["description"].startswith(discord)
+    assert ("url" in embed) == bool(url)

@@ -62,6 +62,20 @@ def _escape_discord(text: str) -> str:
     return "".join("\\" + c if c in "*_~`|>" else c for c in text)
 
 
+def _slack_link(url: str, text: str) -> str:
+    """``<url|text>``, or the text alone for an article without a link (an entry without
+    one, or one too long to keep): ``<|text>`` shows as it is written. ``|`` and ``>`` end a
+    Slack link, so they are percent-encoded in the URL."""
+    if not url:
+        return text
+    return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{text}>"
+
+
+def _discord_link(url: str, text: str) -> str:
+    """``[text](url)``, or the text alone without a link; ``)`` ends the link."""
+    return f"[{text}]({url.replace(')', '%29')})" if url else text
+
+
 def emphasised_evidence(
     hit: dict[str, Any], limit: int, mark: str, escape: Callable[[str], str]
 ) -> str:
@@ -104,7 +118,7 @@ DISCORD_EMBEDS_MAX = 10
 def _slack_section(hit: dict[str, Any]) -> dict[str, Any]:
     title = _escape_slack(str(hit["title"])[:SLACK_TITLE_MAX])
     lines = [
-        f"*<{hit['url']}|{title}>*",
+        f"*{_slack_link(str(hit['url'] or ''), title)}*",
         f"{_escape_slack(str(hit['source']))} · score {hit['score']:.2f}",
     ]
     headline = _headline(hit)
@@ -133,12 +147,15 @@ def _discord_embed(hit: dict[str, Any]) -> dict[str, Any]:
         )
         if b
     )
-    return {
+    embed = {
         "title": str(hit["title"])[:DISCORD_TITLE_MAX],
         "url": hit["url"],
         "description": desc[:DISCORD_DESCRIPTION_MAX],
         "footer": {"text": f"{hit['source']} · score {hit['score']:.2f}"[:DISCORD_FOOTER_MAX]},
     }
+    if not hit["url"]:  # Discord refuses an embed whose url is not a well-formed URL
+        del embed["url"]
+    return embed
 
 
 def discord_body(hit: dict[str, Any]) -> bytes:
@@ -169,8 +186,9 @@ def render_digest(fmt: str, period: str, hits: Sequence[dict[str, Any]], now: da
         for event, state, items in groups:
             lines = [f"*{_escape_slack(event.replace('_', ' '))} — {state}*"]
             lines += [
-                f"• <{h['url']}|{_escape_slack(str(h['title'])[:SLACK_TITLE_MAX])}> "
-                f"({_escape_slack(str(h['source']))})"
+                "• "
+                + _slack_link(str(h["url"] or ""), _escape_slack(str(h["title"])[:SLACK_TITLE_MAX]))
+                + f" ({_escape_slack(str(h['source']))})"
                 for h in items
             ]
             blocks.append(
@@ -196,8 +214,8 @@ def render_digest(fmt: str, period: str, hits: Sequence[dict[str, Any]], now: da
         embeds = []
         for event, state, items in groups[:DISCORD_EMBEDS_MAX]:
             lines = [
-                f"[{_escape_discord(str(h['title'])[:200])}]({h['url']}) "
-                f"({_escape_discord(str(h['source']))})"
+                _discord_link(str(h["url"] or ""), _escape_discord(str(h["title"])[:200]))
+                + f" ({_escape_discord(str(h['source']))})"
                 for h in items
             ]
             embeds.append(

@@ -40,6 +40,10 @@ MAX_HTML_PASSES = 8
 # every poll fail there. A longer id is kept as its SHA-256 (still one id per entry, the
 # same at every poll); a longer link (browsers stop near 2,000 characters too) is dropped.
 MAX_KEY_BYTES = 2_000
+# An article's link is a web page: any other scheme ("javascript:", "data:", "mailto:",
+# "ftp:") is dropped, so that no page or message of ours links to a script a feed wrote.
+WEB_SCHEMES = ("http://", "https://")
+
 # Longest title, summary and text an article keeps, in characters (as many as the matcher
 # reads of each: ``match.prefilter.MAX_FIELD_CHARS``). 200,000 characters of text are ~30
 # printed pages, far beyond a news item; the cap bounds the database and the search vector
@@ -386,7 +390,7 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
 
     source: the entry's ``<source>`` outlet, else the feed title, else the feed's host.
     guid: the entry id, else the canonical URL, else the content hash; an id or URL past
-    ``MAX_KEY_BYTES`` is hashed or dropped.
+    ``MAX_KEY_BYTES`` is hashed or dropped, and so is a link that is not http(s).
     text: the entry's full content, unless it only repeats the summary.
     Title, summary and text are cut to ``MAX_ARTICLE_CHARS``.
     """
@@ -398,7 +402,7 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
     content = html_to_text(entry.content_html)[: MAX_ARTICLE_CHARS["text"]]
     text = content if content != summary else ""
     url = canonical_url(_resolve(feed_url, entry.link)) if entry.link else ""
-    if too_long(url):
+    if too_long(url) or not url.lower().startswith(WEB_SCHEMES):
         url = ""
     digest = content_hash(title, summary, text)
     guid = (entry.guid or "").strip() or url or digest

@@ -269,6 +269,26 @@ def test_title_summary_and_text_are_cut_to_what_the_matcher_reads() -> None:
     assert MAX_ARTICLE_CHARS == MAX_FIELD_CHARS  # as much as the matcher reads of each
 
 
+@pytest.mark.parametrize(
+    "link",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(document.cookie)",
+        " java\tscript:alert(1)",  # urlsplit drops the tab: still javascript
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:x",
+        "mailto:desk@news.example",
+        "ftp://news.example/story",
+    ],
+)
+def test_links_that_are_not_web_pages_are_dropped(link: str) -> None:
+    """A feed's entry link is shown as a link in the dashboard and in Slack and Discord
+    messages: only http(s) is kept, so no page of ours links to a script a feed wrote."""
+    article = normalize_entry(raw(guid=None, link=link), None, FEED_URL)
+    assert article.url == ""
+    assert article.guid == article.content_hash
+
+
 def test_relative_link_resolved_against_feed_url() -> None:
     article = normalize_entry(raw(link="../stories/2.html"), None, FEED_URL)
     assert article.url == "https://www.example.org/stories/2.html"

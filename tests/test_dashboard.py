@@ -20,6 +20,7 @@ from tests.test_storage import NOW, article, match, poll_update
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS = "<script>window.pwned = 1</script> Sheriff declines detainers"
+SCRIPT_LINK = "javascript:window.pwned=2"
 
 
 def seeded(storage: Storage) -> None:
@@ -44,6 +45,8 @@ def seeded(storage: Storage) -> None:
         a = replace(a, published_at=NOW - timedelta(days=7 * n))
         if n == 2:
             a = replace(a, title=XSS)
+        if n == 3:  # a link a feed wrote, stored before links were held to http(s)
+            a = replace(a, url=SCRIPT_LINK)
         storage.record_poll(poll_update(feed.id), [NewArticle(a, m)], NOW - timedelta(days=7 * n))
 
 
@@ -103,6 +106,11 @@ def test_pages_escape_feed_text_and_filter(site: str) -> None:
     assert "a.example/rss" in httpx.get(site + "/feeds").text
     assert "Denver" in httpx.get(site + "/jurisdictions").text
     assert httpx.get(site + "/", params={"since": "not-a-date"}).status_code == 422
+    scripted = httpx.get(site + "/hits/4")  # its article's link is "javascript:..."
+    assert SCRIPT_LINK in scripted.text and 'href="javascript' not in scripted.text
+    assert 'href="https://news.example/1"' in httpx.get(site + "/hits/2").text
+    policy = scripted.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script" not in policy
 
 
 def test_dashboard_needs_the_token_when_one_is_set(storage: Storage) -> None:
@@ -147,6 +155,9 @@ def test_in_headless_chromium(site: str, tmp_path: Path) -> None:
         page.locator("#hits .hit-title a").first.click()
         page.wait_for_url("**/hits/*")
         assert page.locator("#sightings tr").count() == 2
+        page.goto(site + "/hits/4")
+        assert page.locator("a[href^='javascript']").count() == 0
+        assert page.locator("text=" + SCRIPT_LINK).count() >= 1  # shown, not linked
         page.goto(site + "/feeds")
         assert "a.example/rss" in page.locator("#feeds").inner_text()
         page.screenshot(path=str(tmp_path / "feeds.png"))

@@ -27,6 +27,12 @@ from service.storage import Storage, hit_payload
 from service.types import HitQuery
 
 TEMPLATES = Path(__file__).parent / "templates"
+# The pages run no script and load nothing from elsewhere: a link a feed wrote
+# ("javascript:...", in articles stored before links were held to http(s)) cannot run one.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 TOPICS = ("detainer", "sanctuary", "287g")
 TOPIC_COLOURS = {"detainer": "#c2410c", "sanctuary": "#0f766e", "287g": "#6d28d9"}
 # The chart and the places box summarise this many recent hits: enough for months of news on
@@ -161,8 +167,16 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
         lstrip_blocks=True,
     )
 
+    # Links are drawn only to web pages (``macros.link``).
+    env.tests["web_url"] = lambda url: (
+        isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+    )
+
     def page(name: str, **context: Any) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context))
+        return HTMLResponse(
+            env.get_template(name).render(**context),
+            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+        )
 
     def guard() -> HTMLResponse | None:
         if api_token:  # the pages show everything the API does, so they need the token too

@@ -160,7 +160,7 @@ def _http_date(value: str | None) -> datetime | None:
         return None
     try:
         when = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # "+99...9": a huge offset
         return None  # "Expires: 0" or "-1" mean "already expired" (RFC 9111 §5.3)
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 

@@ -87,7 +87,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         return seconds if math.isfinite(seconds) else None  # 400 nines are not a delay
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # "+99...9": a huge offset
         return None
     if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are GMT
         when = when.replace(tzinfo=UTC)

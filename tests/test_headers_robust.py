@@ -1,7 +1,8 @@
 """Whatever a server puts in its caching and retry headers, reading them gives a number of
 seconds or None, never an exception: ``max-age=¹`` and ``Retry-After: ¹`` (a Latin-1 byte
-0xB9, which ``str.isdigit`` accepts and ``float`` refuses) raised before, out of a feed's
-poll and out of a webhook delivery. Hypothesis builds header values from such pieces."""
+0xB9, which ``str.isdigit`` accepts and ``float`` refuses) and dates with a 30-digit offset
+(OverflowError in email.utils) raised before, out of a feed's poll and out of a webhook
+delivery. Hypothesis builds header values from such pieces."""
 
 from __future__ import annotations
 
@@ -51,3 +52,11 @@ def test_non_ascii_digits_are_not_seconds() -> None:
     for value in ("\u00b9", "\u0663", "9" * 400):
         assert cache_lifetime_s({"cache-control": f"max-age={value}"}, NOW) is None
         assert parse_retry_after(value, NOW) is None
+
+
+def test_a_date_with_a_huge_offset_is_unreadable() -> None:
+    """email.utils raised OverflowError for it (this test's property found it in CI)."""
+    date = "Wed, 21 Oct 2015 07:28:00 +" + "9" * 30
+    assert parse_retry_after(date, NOW) is None
+    assert cache_lifetime_s({"expires": date}, NOW) is None
+    assert cache_lifetime_s({"expires": "Wed, 21 Oct 2015 07:28:00 GMT", "date": date}, NOW) == 0

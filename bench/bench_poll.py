@@ -36,10 +36,11 @@ summed PSS (a shared page split between its sharers, so the tree's memory counts
 Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
 --rounds 1` checks peak memory at scale. Ours runs with the service's defaults unless told
 otherwise: ``--parse-nice N`` (``[polling] parse_nice``), ``--malloc-arenas N`` (0: glibc's
-own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unless told).
-Each ``--compare-...`` option adds, in each round, one more run of ours with that one thing
-changed (``--compare-parse-nice N``, ``--compare-malloc-arenas N``,
-``--compare-migrate-in-poller``, ``--compare-httpx-cli``) and prints a line comparing its
+own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unless told),
+``--sqlite-cache-mb N`` (``[database] sqlite_cache_mb``). Each ``--compare-...`` option
+adds, in each round, one more run of ours with that one thing changed
+(``--compare-parse-nice N``, ``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``,
+``--compare-httpx-cli``, ``--compare-sqlite-cache-mb N``) and prints a line comparing its
 first poll and memory with the table's.
 """
 
@@ -387,7 +388,8 @@ class OurSetup:
     (``None``: the service's ``heap.MALLOC_ARENAS``; 0: glibc's default, no cap) and whether
     the fresh database is migrated by a separate ``migrate`` command first, as ``make run``
     and the Docker image do (else by the polling process itself, which then holds Alembic),
-    and whether httpx comes with its command-line tool (the commands leave it out)."""
+    whether httpx comes with its command-line tool (the commands leave it out), and the
+    SQLite page cache in MB (``None``: the service's default)."""
 
     concurrency: int
     freeze: bool = True
@@ -395,6 +397,7 @@ class OurSetup:
     malloc_arenas: int | None = None
     migrate_apart: bool = True
     httpx_cli: bool = False
+    sqlite_cache_mb: int | None = None
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -409,6 +412,8 @@ class OurSetup:
             out.append("--migrate-in-poller")
         if self.httpx_cli:
             out.append("--httpx-cli")
+        if self.sqlite_cache_mb is not None:
+            out += ["--sqlite-cache-mb", str(self.sqlite_cache_mb)]
         return out
 
     def describe(self) -> str:
@@ -419,10 +424,12 @@ class OurSetup:
         )
         schema = "by `migrate` beforehand" if self.migrate_apart else "by the polling process"
         cli = "with" if self.httpx_cli else "without"
+        cache = "default" if self.sqlite_cache_mb is None else f"{self.sqlite_cache_mb} MB"
         return (
             f"concurrency {self.concurrency}, per-host delay {PER_HOST_DELAY_S * 1000:g} ms, "
             f"start-up heap {heap}, parse_nice {nice}, malloc arenas {arenas}, "
-            f"schema migrated {schema}, httpx {cli} its command-line tool"
+            f"schema migrated {schema}, httpx {cli} its command-line tool, "
+            f"SQLite page cache {cache}"
         )
 
 
@@ -432,7 +439,8 @@ def write_our_config(urls: list[str], tmp: Path, setup: OurSetup) -> Path:
     config = tmp / "bench.toml"
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp}/dw.db"\n'
-        f"[polling]\nconcurrency = {setup.concurrency}\n"
+        + ("" if setup.sqlite_cache_mb is None else f"sqlite_cache_mb = {setup.sqlite_cache_mb}\n")
+        + f"[polling]\nconcurrency = {setup.concurrency}\n"
         f"per_host_concurrency = {setup.concurrency}\nper_host_delay = {PER_HOST_DELAY_S}\n"
         + ("" if setup.parse_nice is None else f"parse_nice = {setup.parse_nice}\n")
         + "[network]\nallow_private_addresses = true\n"
@@ -838,6 +846,18 @@ def main() -> int:
         action="store_true",
         help="also poll with httpx's command-line tool imported, and compare",
     )
+    ap.add_argument(
+        "--sqlite-cache-mb",
+        type=int,
+        metavar="N",
+        help="our [database] sqlite_cache_mb (default: the service's default)",
+    )
+    ap.add_argument(
+        "--compare-sqlite-cache-mb",
+        type=int,
+        metavar="N",
+        help="also poll with a SQLite page cache of N MB in each round, and compare",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -847,6 +867,7 @@ def main() -> int:
         args.malloc_arenas,
         not args.migrate_in_poller,
         args.httpx_cli,
+        args.sqlite_cache_mb,
     )
     if args._ours:
         print(json.dumps(run_ours(Path(args._ours), setup)))
@@ -875,6 +896,9 @@ def main() -> int:
             )
         if args.compare_httpx_cli:
             variants.append(("httpx with its command-line tool", replace(setup, httpx_cli=True)))
+        if args.compare_sqlite_cache_mb is not None:
+            other = replace(setup, sqlite_cache_mb=args.compare_sqlite_cache_mb)
+            variants.append((f"SQLite page cache {args.compare_sqlite_cache_mb} MB", other))
         runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
         runs.append(("ignorant", ignoring, setup))
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}

@@ -51,9 +51,12 @@ DEFAULT_CONFIG_PATH = "config/detainer-watch.toml"
 # SQLite's page cache per connection, in MB ([database].sqlite_cache_mb; also what
 # ``storage.make_engine`` uses when not told). SQLite's own default is 2 MB: a first poll's
 # band-key inserts (32 an article, at random places of one index) then fetch most pages
-# from the OS again (bench/bench_stages.py --sqlite-cache-mb N compares sizes); 16 MB keeps
-# a 5,000-feed first poll within its memory target (bench/bench_poll.py --feeds 5000).
-DEFAULT_SQLITE_CACHE_MB = 16
+# from the OS again (bench/bench_stages.py --sqlite-cache-mb N compares sizes). 8 MB against
+# 16 (bench/bench_poll.py --compare-sqlite-cache-mb, 2026-12-01, two 3-round runs with the
+# two in either order, 500 feeds): 9 MB less PSS in every round (147 against 156-157, within
+# the 150 MB target) for ~3 % more main-process CPU (medians 3.70 against 3.60 s) and a
+# first poll ~1-3 % slower; at 5,000 feeds 2-3 % slower (2 runs) with 5-9 MB less.
+DEFAULT_SQLITE_CACHE_MB = 8
 
 # How much lower the parse processes' CPU priority is than the poller's ([polling]
 # parse_nice; Unix niceness, so at most 19). A first poll keeps every core busy, and its

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service.config import WebhookConfig
+from service.config import DEFAULT_SQLITE_CACHE_MB, WebhookConfig
 from service.errors import StorageError
 from service.storage import Storage, make_engine, migrate
 from service.stories import StoryPolicy, article_fingerprint
@@ -238,7 +238,7 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert migrate(engine) == (after, after)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA cache_size")).scalar() == -16 * 1024  # the default
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -DEFAULT_SQLITE_CACHE_MB * 1024
     engine.dispose()
 
 

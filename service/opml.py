@@ -8,6 +8,7 @@ an outline without ``xmlUrl`` is a folder. Spec: http://opml.org/spec2.opml
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,15 +59,24 @@ def read_opml(data: bytes) -> tuple[OpmlFeed, ...]:
     return tuple(feeds)
 
 
+# Characters XML 1.0 cannot hold, even escaped: C0 controls other than tab, newline and
+# carriage return, lone surrogates, U+FFFE and U+FFFF. A feed name given through the API or
+# the CLI may hold one, and ElementTree writes it as it is: the export was not well-formed
+# and our own `feeds import` refused it.
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def write_opml(feeds: Iterable[OpmlFeed], title: str, now: datetime) -> str:
-    """An OPML 2.0 document listing ``feeds`` (type ``rss``, as readers expect)."""
+    """An OPML 2.0 document listing ``feeds`` (type ``rss``, as readers expect); characters
+    XML cannot hold (``NOT_XML``) are left out of names and URLs."""
     root = ET.Element("opml", version="2.0")
     head = ET.SubElement(root, "head")
     ET.SubElement(head, "title").text = title
     ET.SubElement(head, "dateCreated").text = format_datetime(now, usegmt=True)
     body = ET.SubElement(root, "body")
     for feed in feeds:
-        name = feed.name or feed.url
-        ET.SubElement(body, "outline", type="rss", text=name, title=name, xmlUrl=feed.url)
+        url = NOT_XML.sub("", feed.url)
+        name = NOT_XML.sub("", feed.name or "") or url
+        ET.SubElement(body, "outline", type="rss", text=name, title=name, xmlUrl=url)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"

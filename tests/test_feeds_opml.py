@@ -77,6 +77,21 @@ def test_write_then_read_round_trips() -> None:
     )
 
 
+def test_names_with_characters_xml_cannot_hold_still_export() -> None:
+    """A feed name from the API or the CLI may hold a control character; ElementTree wrote
+    it as it is, and our own import refused the export as not well-formed."""
+    feeds = (
+        OpmlFeed("https://example.org/a", "Bad\x01 name\x0b"),
+        OpmlFeed("https://example.org/b", "\x00"),
+        OpmlFeed("https://example.org/c", "Emoji \U0001f600 \ud800ok"),
+    )
+    assert read_opml(write_opml(feeds, "t", NOW).encode()) == (
+        OpmlFeed("https://example.org/a", "Bad name"),
+        OpmlFeed("https://example.org/b", "https://example.org/b"),  # nothing left: the URL
+        OpmlFeed("https://example.org/c", "Emoji \U0001f600 ok"),
+    )
+
+
 PAGE = b"""<!doctype html><html><head><title>Local news</title>
 <link rel="stylesheet" href="/style.css">
 <link rel="alternate" type="application/rss+xml" title="All" href="/feed/">

@@ -142,3 +142,21 @@ def test_digits_python_reads_but_int_refuses_are_not_ids(storage: Storage) -> No
         none = client.get("/api/v1/hits", params={"feed": "\u00b9\u00b2"})
         assert none.status_code == 200 and none.json()["items"] == []
     assert storage.remove_feed("\u00b9") is None
+
+
+def test_text_that_is_not_unicode_is_the_requests_error(storage: Storage) -> None:
+    """JSON can escape a lone surrogate, which neither SQLite nor PostgreSQL stores: 422
+    naming it, where it was a 500 (UnicodeEncodeError)."""
+    app = create_app(storage, api_token="t", allow_private_addresses=True)
+    with TestClient(app) as client:
+        answer = client.post(
+            "/api/v1/feeds",
+            content=b'{"url": "https://127.0.0.1/feed.xml", "name": "x\\ud800"}',
+            headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == (
+        "the request holds text that is not valid Unicode (surrogates not allowed: "
+        "'\\ud800'); send it as UTF-8 text"
+    )
+    assert storage.list_feeds() == []

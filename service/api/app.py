@@ -67,6 +67,18 @@ def create_app(
         PostgreSQL, an id past its integer range): the request's fault."""
         return JSONResponse({"error": f"{exc}; change that value in the request"}, 400)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _not_unicode(_request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        """JSON may escape a lone UTF-16 surrogate ("\\ud800"), which no database stores:
+        the request's fault, like any other value it cannot hold."""
+        return JSONResponse(
+            {
+                "error": f"the request holds text that is not valid Unicode ({exc.reason}: "
+                f"{exc.object[exc.start : exc.end]!r}); send it as UTF-8 text"
+            },
+            status_code=422,
+        )
+
     @app.exception_handler(StorageError)
     async def _unavailable(_request: Request, exc: StorageError) -> JSONResponse:
         """The database is down or failing: say so, and when to try again."""

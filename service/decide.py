@@ -143,16 +143,37 @@ def cache_lifetime_s(headers: Mapping[str, str], now: datetime) -> float | None:
     for directive in directives:
         name, _, value = directive.partition("=")
         if name.strip() == "max-age":
-            value = value.strip().strip('"')
-            if not (value.isascii() and value.isdigit()):  # "¹" passes str.isdigit alone
-                return None
-            seconds = float(value)
-            return seconds if math.isfinite(seconds) else None
+            return _delta_seconds(value.strip().strip('"'))
     expires = _http_date(headers.get("expires"))
     if expires is None:
         return None
     origin = _http_date(headers.get("date")) or now
     return max(0.0, (expires - origin).total_seconds())
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date.
+    ``None`` when absent or unreadable; a date in the past gives ``0.0``."""
+    if value is None:
+        return None
+    seconds = _delta_seconds(value.strip())
+    if seconds is not None:
+        return seconds
+    when = _http_date(value)
+    if when is None:
+        return None
+    seconds = (when - now).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _delta_seconds(text: str) -> float | None:
+    """HTTP delay-seconds (``max-age``, ``Retry-After``): ASCII digits only (``str.isdigit``
+    alone takes "¹", which ``float`` refuses), and 400 nines, infinite as a float, are
+    not a delay."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    seconds = float(text)
+    return seconds if math.isfinite(seconds) else None
 
 
 def _http_date(value: str | None) -> datetime | None:

@@ -10,14 +10,13 @@ across threads.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
 
+from service.decide import parse_retry_after
 from service.errors import BodyTooLarge, FetchError
 from service.normalize import MAX_FEED_URL_BYTES, too_long
 from service.politeness import HostGate
@@ -74,25 +73,6 @@ def build_client(
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
     )
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date.
-    ``None`` when absent or unreadable; a date in the past gives ``0.0``."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit():  # str.isdigit alone takes "¹", which float refuses
-        seconds = float(text)
-        return seconds if math.isfinite(seconds) else None  # 400 nines are not a delay
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):  # "+99...9": a huge offset
-        return None
-    if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are GMT
-        when = when.replace(tzinfo=UTC)
-    seconds = (when - now).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def permanent_target(response: httpx.Response) -> str | None:

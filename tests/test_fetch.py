@@ -13,13 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.fetch import (
-    DEFAULT_USER_AGENT,
-    DRAIN_BYTES,
-    Fetcher,
-    build_client,
-    parse_retry_after,
-)
+from service.decide import parse_retry_after
+from service.fetch import DEFAULT_USER_AGENT, DRAIN_BYTES, Fetcher, build_client
 from service.types import FeedForUpdate, FetchStatus
 from tests.servers import FeedServer
 

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.decide import cache_lifetime_s, effective_interval_s
-from service.fetch import parse_retry_after
+from service.decide import cache_lifetime_s, effective_interval_s, parse_retry_after
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 

@@ -26,8 +26,8 @@ from service.alerts.digest import latest_period
 from service.alerts.payload import render, render_digest, sign
 from service.alerts.retry import next_attempt_at
 from service.alerts.routing import matches_filters
+from service.decide import parse_retry_after
 from service.errors import DeliveryError
-from service.fetch import parse_retry_after
 from service.storage import Storage, hit_payload
 from service.storage.deliveries import Claim
 from service.types import DeliveryRecord, HitRecord, Subscription

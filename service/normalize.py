@@ -40,9 +40,6 @@ MAX_HTML_PASSES = 8
 # every poll fail there. A longer id is kept as its SHA-256 (still one id per entry, the
 # same at every poll); a longer link (browsers stop near 2,000 characters too) is dropped.
 MAX_KEY_BYTES = 2_000
-# An article's link is a web page: any other scheme ("javascript:", "data:", "mailto:",
-# "ftp:") is dropped, so that no page or message of ours links to a script a feed wrote.
-WEB_SCHEMES = ("http://", "https://")
 
 # Longest title, summary and text an article keeps, in characters (as many as the matcher
 # reads of each: ``match.prefilter.MAX_FIELD_CHARS``). 200,000 characters of text are ~30
@@ -378,6 +375,13 @@ def strip_source_suffix(title: str, source: str) -> str:
     return title
 
 
+def is_web_url(url: object) -> bool:
+    """Whether ``url`` is an http(s) link: the only kind an article keeps, and the only kind
+    our pages and messages draw as a link. Any other scheme ("javascript:", "data:",
+    "mailto:") would let a feed put its own script behind a link of ours."""
+    return isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+
+
 def too_long(key: str, limit: int = MAX_KEY_BYTES) -> bool:
     """Whether ``key`` (an entry id, a link, a feed URL) is past ``limit`` UTF-8 bytes."""
     return len(key) * 4 > limit and (
@@ -402,7 +406,7 @@ def normalize_entry(entry: RawEntry, feed_title: str | None, feed_url: str) -> A
     content = html_to_text(entry.content_html)[: MAX_ARTICLE_CHARS["text"]]
     text = content if content != summary else ""
     url = canonical_url(_resolve(feed_url, entry.link)) if entry.link else ""
-    if too_long(url) or not url.lower().startswith(WEB_SCHEMES):
+    if too_long(url) or not is_web_url(url):
         url = ""
     digest = content_hash(title, summary, text)
     guid = (entry.guid or "").strip() or url or digest
@@ -427,6 +431,7 @@ __all__ = [
     "is_amp_url",
     "content_hash",
     "html_to_text",
+    "is_web_url",
     "normalize_entry",
     "strip_source_suffix",
     "too_long",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.alerts.digest import group_hits
+from service.normalize import is_web_url
 
 
 def secret_key(secret: str) -> bytes:
@@ -62,24 +63,18 @@ def _escape_discord(text: str) -> str:
     return "".join("\\" + c if c in "*_~`|>" else c for c in text)
 
 
-def _web(url: str) -> bool:
-    """Whether ``url`` is a web page to link (rows stored before links were held to
-    http(s) may hold others)."""
-    return url.lower().startswith(("http://", "https://"))
-
-
 def _slack_link(url: str, text: str) -> str:
     """``<url|text>``, or the text alone for an article without a web link (an entry
     without one, or one too long to keep): ``<|text>`` shows as it is written. ``|`` and ``>`` end a
     Slack link, so they are percent-encoded in the URL."""
-    if not _web(url):
+    if not is_web_url(url):  # rows stored before links were held to http(s)
         return text
     return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{text}>"
 
 
 def _discord_link(url: str, text: str) -> str:
     """``[text](url)``, or the text alone without a link; ``)`` ends the link."""
-    return f"[{text}]({url.replace(')', '%29')})" if _web(url) else text
+    return f"[{text}]({url.replace(')', '%29')})" if is_web_url(url) else text
 
 
 def emphasised_evidence(
@@ -159,7 +154,7 @@ def _discord_embed(hit: dict[str, Any]) -> dict[str, Any]:
         "description": desc[:DISCORD_DESCRIPTION_MAX],
         "footer": {"text": f"{hit['source']} · score {hit['score']:.2f}"[:DISCORD_FOOTER_MAX]},
     }
-    if not _web(str(hit["url"] or "")):  # Discord refuses an embed whose url is not a URL
+    if not is_web_url(hit["url"]):  # Discord refuses an embed whose url is not a URL
         del embed["url"]
     return embed
 

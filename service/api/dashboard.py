@@ -23,6 +23,7 @@ from service.api.feeds import feed_payload
 from service.api.hits import RowId
 from service.api.webhooks import delivery_payload
 from service.errors import QueryError
+from service.normalize import is_web_url
 from service.storage import Storage, hit_payload
 from service.types import HitQuery
 
@@ -168,9 +169,7 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
     )
 
     # Links are drawn only to web pages (``macros.link``).
-    env.tests["web_url"] = lambda url: (
-        isinstance(url, str) and url.lower().startswith(("http://", "https://"))
-    )
+    env.tests["web_url"] = is_web_url
 
     def page(name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(

@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from service.config import Config, is_private_url
 from service.errors import ParseError
-from service.normalize import MAX_FEED_URL_BYTES, too_long
+from service.normalize import feed_url_too_long, http_host
 from service.types import FeedRecord
 
 # Discovery reads one page: a homepage is rarely over a few hundred KB, and the fetch is
@@ -68,14 +67,10 @@ def list_feeds(storage: Any, fmt: str, table: Table) -> int:
 
 
 def _refusal(url: str, allow_private: bool) -> str | None:
-    if too_long(url, MAX_FEED_URL_BYTES):
-        return f"a URL of {len(url.encode())} bytes is longer than {MAX_FEED_URL_BYTES}"
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname if parts.port != 0 else None
-    except ValueError:  # an unclosed IPv6 host, a bad port
-        hostname = None
-    if hostname is None or parts.scheme not in ("http", "https"):
+    problem = feed_url_too_long(url)
+    if problem is not None:
+        return problem
+    if http_host(url) is None:
         return f"{url!r} is not an http(s) URL; give the feed's or the site's full URL"
     if not allow_private and is_private_url(url):
         return (

@@ -382,6 +382,28 @@ def is_web_url(url: object) -> bool:
     return isinstance(url, str) and url.lower().startswith(("http://", "https://"))
 
 
+def http_host(url: str) -> str | None:
+    """The host of ``url`` if it is an http(s) URL with one, else None: another scheme, no
+    host, a port of 0, or what ``urlsplit`` raises on (an unclosed IPv6 host, a port past
+    65535), which the feed and webhook checks of the API, the CLI and the config share."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or parts.port == 0:
+            return None
+        return parts.hostname or None
+    except ValueError:
+        return None
+
+
+def feed_url_too_long(url: str) -> str | None:
+    """Why ``url`` is too long to store as a feed or webhook URL (``MAX_FEED_URL_BYTES``),
+    or None."""
+    if not too_long(url, MAX_FEED_URL_BYTES):
+        return None
+    size = len(url.encode("utf-8", "surrogatepass"))
+    return f"a URL of {size} bytes is longer than {MAX_FEED_URL_BYTES}"
+
+
 def too_long(key: str, limit: int = MAX_KEY_BYTES) -> bool:
     """Whether ``key`` (an entry id, a link, a feed URL) is past ``limit`` UTF-8 bytes."""
     return len(key) * 4 > limit and (
@@ -430,7 +452,9 @@ __all__ = [
     "canonical_url",
     "is_amp_url",
     "content_hash",
+    "feed_url_too_long",
     "html_to_text",
+    "http_host",
     "is_web_url",
     "normalize_entry",
     "strip_source_suffix",

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.errors import ConfigError
-from service.normalize import MAX_FEED_URL_BYTES, too_long
+from service.normalize import feed_url_too_long, http_host
 
 WEBHOOK_FORMATS = ("standard", "slack", "discord")
 TOPICS = ("detainer", "sanctuary", "287g")
@@ -90,26 +90,17 @@ def is_private_url(url: str) -> bool:
 
 def check_url(file: str, key: str, url: Any) -> str:
     """An http(s) URL short enough to store (``MAX_FEED_URL_BYTES``: URLs are indexed)."""
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        hostname = parts.hostname if parts is not None and parts.port != 0 else None
-    except ValueError:  # an unclosed IPv6 host, a bad port
-        parts = hostname = None
-    if parts is None or parts.scheme not in {"http", "https"} or not hostname:
+    if not isinstance(url, str) or http_host(url) is None:
         raise ConfigError(
             file,
             key,
             f"{url!r} is not an http(s) URL",
             "write a full URL such as https://example.org/feed.xml",
         )
-    if too_long(url, MAX_FEED_URL_BYTES):
-        raise ConfigError(
-            file,
-            key,
-            f"a URL of {len(url.encode())} bytes is longer than {MAX_FEED_URL_BYTES}",
-            "use a shorter URL",
-        )
-    return str(url)
+    problem = feed_url_too_long(url)
+    if problem is not None:
+        raise ConfigError(file, key, problem, "use a shorter URL")
+    return url
 
 
 def check_target_url(file: str, key: str, url: Any, allow_private: bool) -> str:

@@ -9,20 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 
 from service.addresses import Resolver, _system_resolver, private_address_reason
 from service.api.hits import RowId
 from service.decide import parse_duration
-from service.normalize import MAX_FEED_URL_BYTES, too_long
+from service.normalize import MAX_FEED_URL_BYTES, http_host, too_long
 from service.storage import Storage
 from service.types import FeedRecord
-
-# Longest URL accepted from a client; real feed URLs are far shorter (Google News
-# searches reach ~300 characters).
-MAX_URL_CHARS = MAX_FEED_URL_BYTES
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -54,16 +49,12 @@ def feed_payload(f: FeedRecord) -> dict[str, Any]:
 
 def checked_feed_url(url: Any, allow_private: bool, resolve: Resolver) -> str:
     """The URL if a user may add it as a feed; else ``ValueError`` saying why."""
-    if not isinstance(url, str) or too_long(url, MAX_URL_CHARS):
+    # Real feed URLs are far shorter (Google News searches reach ~300 characters).
+    if not isinstance(url, str) or too_long(url, MAX_FEED_URL_BYTES):
         raise ValueError(
-            f"url must be a string of at most {MAX_URL_CHARS} characters (bytes in UTF-8)"
+            f"url must be a string of at most {MAX_FEED_URL_BYTES} characters (bytes in UTF-8)"
         )
-    try:
-        parts = urlsplit(url.strip())
-        hostname = parts.hostname if parts.port != 0 else None
-    except ValueError:  # an unclosed IPv6 host, a port past 65535
-        hostname = None
-    if hostname is None or parts.scheme not in ("http", "https"):
+    if http_host(url.strip()) is None:
         raise ValueError(f"{url!r} is not an http(s) URL; give the feed's full URL")
     if not allow_private:
         reason = private_address_reason(url, resolve)

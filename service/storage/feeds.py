@@ -15,6 +15,7 @@ from service.storage.base import StoreBase, _feed_record
 from service.storage.stories import _in_rows
 from service.storage.tables import (
     FeedRow,
+    feed_named,
 )
 from service.types import (
     FeedRecord,
@@ -145,9 +146,7 @@ class FeedStore(StoreBase):
 
     @staticmethod
     def _find_feed(s: Session, url_or_id: str) -> FeedRow | None:
-        if url_or_id.isascii() and url_or_id.isdigit():
-            return s.get(FeedRow, int(url_or_id))
-        return s.exec(select(FeedRow).where(FeedRow.url == url_or_id)).first()
+        return s.exec(select(FeedRow).where(feed_named(url_or_id))).first()
 
     def list_feeds(self, include_removed: bool = False) -> list[FeedRecord]:
         with self._session() as s:

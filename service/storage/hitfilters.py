@@ -30,7 +30,14 @@ from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from service.search import MARK_END, MARK_START, Cursor, parse_query, to_fts5, to_tsquery
-from service.storage.tables import ArticleRow, FeedRow, HitPlaceRow, HitRow, HitTopicRow
+from service.storage.tables import (
+    ArticleRow,
+    FeedRow,
+    HitPlaceRow,
+    HitRow,
+    HitTopicRow,
+    feed_named,
+)
 from service.types import HitQuery
 
 # Words of context either side of a match in a snippet.
@@ -92,11 +99,7 @@ def where_clauses(q: HitQuery, dialect: str) -> list[Any]:
     if q.until is not None:
         out.append(hit_time() < q.until.astimezone(UTC))
     if q.feed:
-        feed_ids = select(FeedRow.id).where(
-            FeedRow.id == int(q.feed)
-            if q.feed.isascii() and q.feed.isdigit()
-            else FeedRow.url == q.feed
-        )
+        feed_ids = select(FeedRow.id).where(feed_named(q.feed))
         out.append(
             col(HitRow.story_id).in_(
                 select(ArticleRow.story_id).where(col(ArticleRow.feed_id).in_(feed_ids))

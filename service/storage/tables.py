@@ -50,6 +50,14 @@ class FeedRow(SQLModel, table=True):
     leased_by: str | None = None
 
 
+def feed_named(url_or_id: str) -> Any:
+    """The clause for the feed a user names by its id or its URL: ASCII digits are an id
+    (``str.isdigit`` alone takes "¹", which ``int`` refuses), anything else a URL."""
+    if url_or_id.isascii() and url_or_id.isdigit():
+        return FeedRow.id == int(url_or_id)
+    return FeedRow.url == url_or_id
+
+
 class StoryRow(SQLModel, table=True):
     __tablename__ = "stories"
 

@@ -23,6 +23,7 @@ from service.types import (
     FetchStatus,
     MatchResult,
     NewArticle,
+    PollReport,
     RawEntry,
 )
 from tests.conftest import RULES
@@ -73,7 +74,7 @@ def test_one_bad_feed_does_not_stop_the_pass(
         srv.route("/other.xml", body=rss(other_items()))
         for path in ("/seed.xml", "/dead.xml", "/gone.xml", "/other.xml"):
             storage.add_feed(srv.url(path), T0)
-        reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+        reports = _by_file(p.poll())
     assert reports["seed.xml"].hits == 1 and reports["seed.xml"].status is FetchStatus.OK
     assert reports["other.xml"].new_items == 3 and reports["other.xml"].hits == 0
     assert reports["dead.xml"].status is FetchStatus.ERROR and reports["dead.xml"].error
@@ -89,6 +90,25 @@ def test_one_bad_feed_does_not_stop_the_pass(
 def _poison(title: str) -> None:
     if "Poison pill" in title:
         raise RuntimeError("a bug met on this feed's input")
+
+
+POISON_FEED = rss([{"title": "Poison pill", "link": "https://p.example/1"}])
+
+
+def _serve_poison_among_others(
+    srv: FeedServer, storage: Storage, poison: bytes = POISON_FEED
+) -> None:
+    """Serve and add three feeds: the seed story's (one hit), ``poison`` and three general
+    items; poll reports come back named by file (``_by_file``)."""
+    srv.route("/seed.xml", body=seed_feed())
+    srv.route("/poison.xml", body=poison)
+    srv.route("/other.xml", body=rss(other_items()))
+    for path in ("/seed.xml", "/poison.xml", "/other.xml"):
+        storage.add_feed(srv.url(path), T0)
+
+
+def _by_file(reports: Sequence[PollReport]) -> dict[str, PollReport]:
+    return {r.feed_url.rsplit("/", 1)[1]: r for r in reports}
 
 
 def test_a_bug_met_while_parsing_one_feed_costs_only_that_feed(
@@ -110,15 +130,9 @@ def test_a_bug_met_while_parsing_one_feed_costs_only_that_feed(
     monkeypatch.setattr(service.parse_worker, "normalize_entry", normalize_entry)
     p, _ = poller
     with FeedServer() as srv:
-        srv.route("/seed.xml", body=seed_feed())
-        srv.route(
-            "/poison.xml", body=rss([{"title": "Poison pill", "link": "https://p.example/1"}])
-        )
-        srv.route("/other.xml", body=rss(other_items()))
-        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
-            storage.add_feed(srv.url(path), T0)
+        _serve_poison_among_others(srv, storage)
         with caplog.at_level(logging.ERROR, logger="service.pipeline"):
-            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+            reports = _by_file(p.poll())
     assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
     poisoned = reports["poison.xml"]
     assert poisoned.status is FetchStatus.ERROR
@@ -150,13 +164,9 @@ def test_a_bug_met_while_matching_one_feed_costs_only_that_feed(
                    "description": summary}])  # fmt: skip
     p, _ = poller
     with FeedServer() as srv:
-        srv.route("/seed.xml", body=seed_feed())
-        srv.route("/poison.xml", body=poison)
-        srv.route("/other.xml", body=rss(other_items()))
-        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
-            storage.add_feed(srv.url(path), T0)
+        _serve_poison_among_others(srv, storage, poison)
         with caplog.at_level(logging.ERROR, logger="service.pipeline"):
-            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+            reports = _by_file(p.poll())
     assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
     poisoned = reports["poison.xml"]
     assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
@@ -190,14 +200,8 @@ def test_articles_the_database_refuses_cost_only_their_feed(
     _refuse_poison(storage, monkeypatch)
     p, clock = poller
     with FeedServer() as srv:
-        srv.route("/seed.xml", body=seed_feed())
-        srv.route(
-            "/poison.xml", body=rss([{"title": "Poison pill", "link": "https://p.example/1"}])
-        )
-        srv.route("/other.xml", body=rss(other_items()))
-        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
-            storage.add_feed(srv.url(path), T0)
-        reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+        _serve_poison_among_others(srv, storage)
+        reports = _by_file(p.poll())
         assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
         poisoned = reports["poison.xml"]
         assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
@@ -235,15 +239,9 @@ def test_a_bug_met_while_storing_one_feed_costs_only_that_feed(
     monkeypatch.setattr(service.storage.articles, "assign_stories", assign_stories)
     p, _ = poller
     with FeedServer() as srv:
-        srv.route("/seed.xml", body=seed_feed())
-        srv.route(
-            "/poison.xml", body=rss([{"title": "Poison pill", "link": "https://p.example/1"}])
-        )
-        srv.route("/other.xml", body=rss(other_items()))
-        for path in ("/seed.xml", "/poison.xml", "/other.xml"):
-            storage.add_feed(srv.url(path), T0)
+        _serve_poison_among_others(srv, storage)
         with caplog.at_level(logging.ERROR, logger="service.pipeline"):
-            reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+            reports = _by_file(p.poll())
     assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
     poisoned = reports["poison.xml"]
     assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
@@ -306,7 +304,7 @@ def test_odd_entries_are_stored_on_postgresql(pg_url: str, matcher: Matcher) -> 
                 srv.route("/other.xml", body=rss(other_items()))
                 for path in ("/odd.xml", "/other.xml"):
                     store.add_feed(srv.url(path), T0)
-                reports = {r.feed_url.rsplit("/", 1)[1]: r for r in p.poll()}
+                reports = _by_file(p.poll())
             # Stored, with the document's fault as a warning.
             assert reports["odd.xml"].status is FetchStatus.OK, reports["odd.xml"].error
             assert "invalid character" in (reports["odd.xml"].error or "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 from collections.abc import Mapping
@@ -84,10 +85,32 @@ def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
     return Prefilter(anchors)
 
 
-def _lower_priority(increment: int) -> None:
-    """A worker's first step: run ``increment`` steps of niceness below the poller."""
+def _start_worker(increment: int) -> None:
+    """A worker's first steps: run ``increment`` steps of niceness below the poller, and
+    end with the poller."""
     if increment:
         os.nice(increment)
+    poller = multiprocessing.parent_process()
+    if poller is not None:
+        threading.Thread(
+            target=_exit_when_gone, args=(poller.sentinel,), name="poller-watch", daemon=True
+        ).start()
+
+
+# A worker's exit status when it ends because its poller is gone.
+ORPHAN_EXIT = 75
+
+
+def _exit_when_gone(poller_sentinel: int) -> None:
+    """Wait (without holding the GIL) until the poller process is gone, then end this one.
+
+    A poller that exits normally shuts its workers down; one that is killed (SIGKILL, the
+    OOM killer) cannot, and its workers would wait on the task queue for good, each holding
+    its memory, and with them the fork server and resource tracker, which stay until their
+    last client is gone. The sentinel is the poller's end of the pipe it started this
+    worker through, which the kernel closes when the poller dies."""
+    multiprocessing.connection.wait([poller_sentinel])
+    os._exit(ORPHAN_EXIT)
 
 
 def _parse_in_worker(
@@ -128,7 +151,7 @@ class ParsePool:
                 self._executor = ProcessPoolExecutor(
                     self.processes,
                     mp_context=context,
-                    initializer=_lower_priority,
+                    initializer=_start_worker,
                     initargs=(self.nice,),
                 )
             return self._executor

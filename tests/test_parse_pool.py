@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +20,7 @@ import pytest
 
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
-from service.parse_worker import PARSE_ATTEMPTS, ParsedDocument, ParsePool
+from service.parse_worker import ORPHAN_EXIT, PARSE_ATTEMPTS, ParsedDocument, ParsePool
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
 from tests.conftest import RULES
@@ -32,19 +35,45 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _grandchildren() -> set[int]:
-    """Live processes whose parent is a child of this one: the fork server's children, which
-    are the parse workers (multiprocessing's resource tracker has none)."""
-    parent_of: dict[int, int] = {}
+def _processes() -> dict[int, tuple[str, int]]:
+    """Each process's state letter and parent, from /proc."""
+    found: dict[int, tuple[str, int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue  # exited while we looked
-            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            found[int(entry.name)] = (state, int(parent))
+    return found
+
+
+def _grandchildren() -> set[int]:
+    """Live processes whose parent is a child of this one: the fork server's children, which
+    are the parse workers (multiprocessing's resource tracker has none)."""
+    parent_of = {pid: parent for pid, (_, parent) in _processes().items()}
     children = {pid for pid, parent in parent_of.items() if parent == os.getpid()}
     return {pid for pid, parent in parent_of.items() if parent in children}
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process started by ``root`` or by one of its descendants."""
+    parent_of = {pid: parent for pid, (_, parent) in _processes().items()}
+    found: set[int] = set()
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parent_of.items() if parent in found | {root}} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _running(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still run (an exited process that nobody has reaped yet is a
+    zombie: gone, holding no memory)."""
+    processes = _processes()
+    return {pid for pid in pids if pid in processes and processes[pid][0] != "Z"}
 
 
 def test_threads_submitting_at_once_start_one_set_of_workers() -> None:
@@ -154,3 +183,65 @@ def test_polling_goes_on_after_the_parse_workers_are_killed(storage: Storage) ->
         pool.close()
         client.close()
     assert [(r.error, r.new_items) for r in second] == [(None, 3), (None, 3), (None, 3)]
+
+
+# A poller in a process of its own: it starts a pool, has a document parsed (so the workers
+# run), says who its workers are, and waits to be killed.
+_POLLER = f"""
+import json, sys
+from service.parse_worker import ParsePool
+if __name__ == "__main__":
+    pool = ParsePool(processes=2)
+    doc = pool.parse({RSS!r}, {{}}, "http://feeds.example/rss")
+    print(json.dumps([len(doc.articles), pool.worker_pids()]), flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_the_workers_of_a_killed_poller_end_with_it() -> None:
+    """A poller killed with SIGKILL (or by the OOM killer) cannot shut its pool down. Its
+    workers must not wait on the task queue for good, each holding its memory, and with
+    them the fork server and the resource tracker: a service restarted after a crash would
+    leave a set of them behind at every crash."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _POLLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as poller:
+        try:
+            assert poller.stdout is not None
+            articles, workers = json.loads(poller.stdout.readline())
+            assert articles == 1 and workers  # workers start as documents come
+            started = _descendants(poller.pid)
+            assert set(workers) <= started
+            assert len(started) >= 3  # the workers, the fork server, the resource tracker
+            poller.kill()
+            poller.wait(10)
+            deadline = time.monotonic() + 10
+            while _running(started):
+                assert time.monotonic() < deadline, (
+                    f"the killed poller's processes still run: {sorted(_running(started))}"
+                )
+                time.sleep(0.05)
+        finally:
+            poller.kill()
+            poller.wait(10)
+            for pid in _running(started):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_ends_itself_only_when_its_poller_is_gone() -> None:
+    """The watch that ends an orphaned worker does not end a working one: a pool whose
+    poller lives keeps its workers across documents, and ``close`` ends them as before
+    (not with the orphan's exit status)."""
+    pool = ParsePool(processes=2)
+    try:
+        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
+        workers = set(pool.worker_pids())
+        time.sleep(0.5)
+        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
+        assert set(pool.worker_pids()) == workers
+        processes = list(getattr(pool._executor, "_processes", {}).values())
+    finally:
+        pool.close()
+    assert processes
+    assert [p.exitcode for p in processes] == [0] * len(processes)  # not ORPHAN_EXIT
+    assert ORPHAN_EXIT != 0

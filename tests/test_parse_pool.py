@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -245,3 +246,16 @@ def test_a_worker_ends_itself_only_when_its_poller_is_gone() -> None:
     assert processes
     assert [p.exitcode for p in processes] == [0] * len(processes)  # not ORPHAN_EXIT
     assert ORPHAN_EXIT != 0
+
+
+def test_a_worker_leaves_what_it_inherited_out_of_its_collections() -> None:
+    """The objects a worker inherits from the fork server are frozen, so its collections do
+    not walk (and so copy) the pages it shares with the others."""
+    pool = ParsePool(processes=1)
+    try:
+        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
+        executor = pool._executor
+        assert executor is not None
+        assert executor.submit(gc.get_freeze_count).result() > 10_000
+    finally:
+        pool.close()

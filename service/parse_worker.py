@@ -95,7 +95,7 @@ def _start_worker(increment: int) -> None:
     # of the worker's collections: a collection writes to every object it walks, so each
     # walk copied the shared pages into the worker. The busier worker of a 500-feed first
     # poll held 18 MB of its own instead of 21, and every process together peaked 3 MB
-    # lower in PSS (bench/bench_poll.py, two runs each way). gc.freeze moves the
+    # lower in PSS (bench/bench_poll.py, 8 first polls each way). gc.freeze moves the
     # generations' lists whole: it touches no object.
     gc.freeze()
     poller = multiprocessing.parent_process()

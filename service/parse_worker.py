@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
 from service.errors import ParseError
+from service.heap import release_free_heap
 from service.match.prefilter import Prefilter
 from service.normalize import normalize_entry
 from service.parse import parse_feed
@@ -125,7 +126,10 @@ def _parse_in_worker(
     body: bytes, headers: Mapping[str, str], url: str, anchors: tuple[tuple[str, bool], ...] | None
 ) -> ParsedDocument:
     prefilter = None if anchors is None else _prefilter_for(anchors)
-    return parse_document(body, headers, url, prefilter)
+    try:
+        return parse_document(body, headers, url, prefilter)
+    finally:
+        release_free_heap()  # what the document's parsing freed (heap.release_free_heap)
 
 
 class ParsePool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from service import parse_worker
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
 from service.parse_worker import ORPHAN_EXIT, PARSE_ATTEMPTS, ParsedDocument, ParsePool
@@ -259,3 +260,14 @@ def test_a_worker_leaves_what_it_inherited_out_of_its_collections() -> None:
         assert executor.submit(gc.get_freeze_count).result() > 10_000
     finally:
         pool.close()
+
+
+def test_a_worker_hands_back_what_each_document_freed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After each document, parsed or refused, a worker hands the memory its parsing freed
+    back to the system (``heap.release_free_heap``, measured in tests/test_heap.py)."""
+    released: list[int] = []
+    monkeypatch.setattr(parse_worker, "release_free_heap", lambda: released.append(1) or True)
+    doc = parse_worker._parse_in_worker(RSS, {}, "http://feeds.example/rss", None)
+    assert len(doc.articles) == 1 and released == [1]
+    broken = parse_worker._parse_in_worker(b"<html>not a feed", {}, "http://feeds.example/", None)
+    assert broken.error is not None and released == [1, 1]

@@ -116,8 +116,9 @@ def _exit_when_gone(poller_sentinel: int) -> None:
     A poller that exits normally shuts its workers down; one that is killed (SIGKILL, the
     OOM killer) cannot, and its workers would wait on the task queue for good, each holding
     its memory, and with them the fork server and resource tracker, which stay until their
-    last client is gone. The sentinel is the poller's end of the pipe it started this
-    worker through, which the kernel closes when the poller dies."""
+    last client is gone. The sentinel reads the pipe the poller started this worker
+    through; the poller holds its other end, which the kernel closes when the poller dies,
+    and the sentinel is then ready."""
     multiprocessing.connection.wait([poller_sentinel])
     os._exit(ORPHAN_EXIT)
 

@@ -19,6 +19,7 @@ from service.storage import Storage, make_engine, migrate
 from service.stories import StoryPolicy
 from service.types import (
     Article,
+    FeedRecord,
     FeedUpdate,
     FetchStatus,
     MatchResult,
@@ -99,7 +100,7 @@ def _serve_poison_among_others(
     srv: FeedServer, storage: Storage, poison: bytes = POISON_FEED
 ) -> None:
     """Serve and add three feeds: the seed story's (one hit), ``poison`` and three general
-    items; poll reports come back named by file (``_by_file``)."""
+    items; poll reports come back named by file (``_by_file``), feeds by ``_feeds_by_file``."""
     srv.route("/seed.xml", body=seed_feed())
     srv.route("/poison.xml", body=poison)
     srv.route("/other.xml", body=rss(other_items()))
@@ -109,6 +110,27 @@ def _serve_poison_among_others(
 
 def _by_file(reports: Sequence[PollReport]) -> dict[str, PollReport]:
     return {r.feed_url.rsplit("/", 1)[1]: r for r in reports}
+
+
+def _poll_poison_among_others(
+    p: Poller,
+    srv: FeedServer,
+    storage: Storage,
+    caplog: pytest.LogCaptureFixture,
+    poison: bytes = POISON_FEED,
+) -> PollReport:
+    """Serve the three feeds (``_serve_poison_among_others``) and poll them, logging the
+    pipeline's errors into ``caplog``; the other two are stored whatever the poison does.
+    Returns the poison feed's report."""
+    _serve_poison_among_others(srv, storage, poison)
+    with caplog.at_level(logging.ERROR, logger="service.pipeline"):
+        reports = _by_file(p.poll())
+    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
+    return reports["poison.xml"]
+
+
+def _feeds_by_file(storage: Storage) -> dict[str, FeedRecord]:
+    return {f.url.rsplit("/", 1)[1]: f for f in storage.list_feeds()}
 
 
 def test_a_bug_met_while_parsing_one_feed_costs_only_that_feed(
@@ -130,16 +152,12 @@ def test_a_bug_met_while_parsing_one_feed_costs_only_that_feed(
     monkeypatch.setattr(service.parse_worker, "normalize_entry", normalize_entry)
     p, _ = poller
     with FeedServer() as srv:
-        _serve_poison_among_others(srv, storage)
-        with caplog.at_level(logging.ERROR, logger="service.pipeline"):
-            reports = _by_file(p.poll())
-    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
-    poisoned = reports["poison.xml"]
+        poisoned = _poll_poison_among_others(p, srv, storage, caplog)
     assert poisoned.status is FetchStatus.ERROR
     assert (poisoned.error or "").startswith("internal error while reading this feed (RuntimeError")
     assert "internal error while fetching or parsing" in caplog.text
     assert "Traceback" in caplog.text  # the log keeps what a bug report needs
-    feeds = {f.url.rsplit("/", 1)[1]: f for f in storage.list_feeds()}
+    feeds = _feeds_by_file(storage)
     assert feeds["poison.xml"].error_count == 1 and feeds["seed.xml"].error_count == 0
 
 
@@ -164,16 +182,11 @@ def test_a_bug_met_while_matching_one_feed_costs_only_that_feed(
                    "description": summary}])  # fmt: skip
     p, _ = poller
     with FeedServer() as srv:
-        _serve_poison_among_others(srv, storage, poison)
-        with caplog.at_level(logging.ERROR, logger="service.pipeline"):
-            reports = _by_file(p.poll())
-    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
-    poisoned = reports["poison.xml"]
+        poisoned = _poll_poison_among_others(p, srv, storage, caplog, poison)
     assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
     assert (poisoned.error or "").startswith("internal error while reading this feed (RuntimeError")
     assert "internal error while matching the articles of" in caplog.text
-    stored = storage.list_feeds()
-    assert {f.url.rsplit("/", 1)[1]: f.error_count for f in stored}["poison.xml"] == 1
+    assert _feeds_by_file(storage)["poison.xml"].error_count == 1
 
 
 def _refuse_poison(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,23 +206,23 @@ def _refuse_poison(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_articles_the_database_refuses_cost_only_their_feed(
-    storage: Storage, poller: tuple[Poller, Clock], monkeypatch: pytest.MonkeyPatch
+    storage: Storage,
+    poller: tuple[Poller, Clock],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A feed whose articles the database will not store fails alone: its batch is stored
     feed by feed, it gets the error, and its next poll reads the articles again."""
     _refuse_poison(storage, monkeypatch)
     p, clock = poller
     with FeedServer() as srv:
-        _serve_poison_among_others(srv, storage)
-        reports = _by_file(p.poll())
-        assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
-        poisoned = reports["poison.xml"]
+        poisoned = _poll_poison_among_others(p, srv, storage, caplog)
         assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
         assert poisoned.error == (
             "the database could not store this feed's articles: "
             "the database refused a value: poisoned"
         )
-        feeds = {f.url.rsplit("/", 1)[1]: f for f in storage.list_feeds()}
+        feeds = _feeds_by_file(storage)
         assert feeds["poison.xml"].error_count == 1
         assert feeds["poison.xml"].last_error == poisoned.error
         # Once the database takes it, the next poll stores the article it could not.
@@ -239,11 +252,7 @@ def test_a_bug_met_while_storing_one_feed_costs_only_that_feed(
     monkeypatch.setattr(service.storage.articles, "assign_stories", assign_stories)
     p, _ = poller
     with FeedServer() as srv:
-        _serve_poison_among_others(srv, storage)
-        with caplog.at_level(logging.ERROR, logger="service.pipeline"):
-            reports = _by_file(p.poll())
-    assert reports["seed.xml"].hits == 1 and reports["other.xml"].new_items == 3
-    poisoned = reports["poison.xml"]
+        poisoned = _poll_poison_among_others(p, srv, storage, caplog)
     assert poisoned.status is FetchStatus.ERROR and poisoned.new_items == 0
     assert (poisoned.error or "").startswith("internal error while reading this feed (RuntimeError")
     assert "internal error while storing the articles of" in caplog.text

@@ -1,21 +1,20 @@
-"""The malloc arena cap of the long-running commands (``service.heap.limit_malloc_arenas``).
+"""The malloc arena cap of the long-running commands (``service.heap.limit_malloc_arenas``),
+and the parse processes' hand-back of freed memory (``service.heap.release_free_heap``).
 
 Each case runs in a fresh Python, since the cap is process-wide and only holds for arenas
 made after it: threads each allocate a large object (glibc gives a thread without an arena
-a new one while the cap allows), and ``malloc_info`` then lists the process's arenas.
+a new one while the cap allows), and ``malloc_info`` then lists the process's arenas. The
+hand-back case frees memory below a live block and reads the process's resident size.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import fresh_python
 
 # Threads started by the probe; with no cap glibc allows 8 arenas per core, more than this
 # many on any machine, so each thread gets its own.
@@ -71,16 +70,7 @@ pytestmark = pytest.mark.skipif(not glibc(), reason="malloc arenas are glibc's")
 
 def probe(cap: int, env: dict[str, str] | None = None, *flags: str) -> dict[str, object]:
     environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(cap), *flags],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=environ | (env or {}),
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return fresh_python(PROBE, str(cap), *flags, env=environ | (env or {}))
 
 
 @pytest.mark.parametrize(
@@ -135,15 +125,7 @@ print(json.dumps({"called": called, "before": before, "after": rss_mb()}))
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
 @pytest.mark.parametrize("release", [False, True])
 def test_release_free_heap_hands_freed_memory_back(release: bool) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", TRIM_PROBE, *(["release"] if release else [])],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = fresh_python(TRIM_PROBE, *(["release"] if release else []))
     assert got["before"] > 150  # the freed 200 MB is still resident
     if release:
         assert got["called"] is True

@@ -9,8 +9,6 @@ httpx it got.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -19,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from service.heap import import_without
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import fresh_python
 
 # A package whose __init__ imports its optional part as httpx does (falls back on ImportError),
 # one that needs the part, and the part itself, which imports a heavy dependency.
@@ -121,15 +118,7 @@ print(json.dumps({"left_out": left_out, "loaded": loaded,
 
 
 def test_httpx_comes_without_its_command_line_tool_and_still_fetches() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", HTTPX_PROBE],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = fresh_python(HTTPX_PROBE)
     assert got["left_out"] is True
     assert got["loaded"] == {"httpx._main": False, "rich": False, "pygments": False}
     assert (got["status"], got["body"]) == (200, "ok")

@@ -94,10 +94,10 @@ def _start_worker(increment: int) -> None:
         os.nice(increment)
     # What the worker inherited from the fork server (the modules it preloaded) is left out
     # of the worker's collections: a collection writes to every object it walks, so each
-    # walk copied the shared pages into the worker. The busier worker of a 500-feed first
-    # poll held 18 MB of its own instead of 21, and every process together peaked 3 MB
-    # lower in PSS (bench/bench_poll.py, 8 first polls each way). gc.freeze moves the
-    # generations' lists whole: it touches no object.
+    # walk copied the shared pages into the worker. Every process together peaked ~3 MB
+    # lower in PSS over a 500-feed first poll (bench/bench_poll.py, 8 first polls each
+    # way), the busier worker holding 18 MB of its own instead of 21 (read from /proc).
+    # gc.freeze moves the generations' lists whole: it touches no object.
     gc.freeze()
     poller = multiprocessing.parent_process()
     if poller is not None:

@@ -318,6 +318,38 @@ def test_a_story_gets_its_hit_from_its_first_flagged_sighting(store: Storage) ->
     assert hit is not None and len(hit.articles) == 3
 
 
+def test_statements_on_the_driver_share_the_transaction_and_its_errors(store: Storage) -> None:
+    """``driver_execute`` (the poll's widest statements, bypassing SQLAlchemy's execution
+    layer) runs in the session's own transaction and raises SQLAlchemy's error classes, on
+    which storing's conflict retries and StorageError rest."""
+    from sqlalchemy.exc import IntegrityError
+
+    from service.storage.stories import _mark, driver_execute
+
+    a, _ = store.add_feed("https://a.example/rss", NOW)
+    store.record_poll(poll_update(a.id), [NewArticle(wire(1, "Jail news"), None)], NOW)
+    count = "SELECT COUNT(*) FROM story_bands WHERE seen_at = 7"
+
+    class Undone(Exception):
+        pass
+
+    with pytest.raises(Undone), store._session() as s:
+        (article_id,) = driver_execute(s, "SELECT id FROM articles")[0]
+        q = _mark(s.connection())
+        rows = [(key, article_id, 7) for key in (11, 12, 13)]
+        insert = f"INSERT INTO story_bands (band_key, article_id, seen_at) VALUES ({q}, {q}, {q})"
+        assert driver_execute(s, insert, rows, many=True) == []
+        assert driver_execute(s, count) == [(3,)]
+        assert s.connection().exec_driver_sql(count).scalar() == 3  # the same transaction
+        raise Undone
+    with store._session() as s:
+        assert driver_execute(s, count) == [(0,)]  # rolled back with the session
+    with pytest.raises(IntegrityError), store._session() as s:
+        driver_execute(s, insert, [(11, article_id, 7), (11, article_id, 7)], many=True)
+    with store._session() as s:
+        assert driver_execute(s, count) == [(0,)]
+
+
 def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None:
     """Polling state of migration 0002: rate, failure run, permanent moves, disabling."""
     old, _ = store.add_feed("https://a.example/old", NOW)

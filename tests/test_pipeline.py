@@ -6,6 +6,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -406,3 +407,57 @@ def test_syndicated_copy_joins_the_story_without_a_new_hit(
         SEED_URL,
         "https://mirror.example/boston-detainers",
     }
+
+
+class _CountingMatcher(Matcher):
+    """The real matcher, counting the items it is asked to classify."""
+
+    calls = 0
+
+    def classify(self, title: str, summary: str = "", text: str = "") -> MatchResult:
+        self.calls += 1
+        return super().classify(title, summary, text)
+
+
+def _article(title: str, text: str) -> Article:
+    return Article(
+        url="https://news.example/a",
+        guid="a",
+        title=title,
+        summary="",
+        text=text,
+        published_at=None,
+        source="Example",
+        content_hash="h",
+    )
+
+
+SEED_TEXT = "Boston police declined an ICE detainer request under the city's Trust Act."
+
+
+def test_recent_matches_give_a_verbatim_copy_the_first_ones_result() -> None:
+    """The storing thread matches an item that reaches it verbatim from several feeds once:
+    the same answer as the matcher's own, recomputed for any other text (case counts: the
+    matcher's senses read it), for a reloaded matcher, and past the memo's size."""
+    from service.pipeline import _RecentMatches
+
+    rules = Matcher.load(RULES)
+    counting = _CountingMatcher.load(RULES)
+    memo = _RecentMatches(size=2)
+    seed = _article("Police declined ICE detainer", SEED_TEXT)
+    first = memo.classify(counting, seed)
+    assert first == rules.classify(seed.title, seed.summary, seed.text) and first.flagged
+    assert memo.classify(counting, _article(seed.title, seed.text)) is first
+    assert counting.calls == 1
+    storm = _article("Police declined ice detainer", SEED_TEXT.replace("ICE", "ice"))
+    assert memo.classify(counting, storm) == rules.classify(storm.title, "", storm.text)
+    assert counting.calls == 2
+    # The field an item's words sit in counts too: the same words as summary, not title.
+    moved = replace(seed, title="", summary=seed.title)
+    assert memo.classify(counting, moved) == rules.classify("", seed.title, seed.text)
+    assert counting.calls == 3  # and the seed, least recently used, is gone
+    assert memo.classify(counting, seed) == first
+    assert counting.calls == 4
+    reloaded = _CountingMatcher.load(RULES)
+    assert memo.classify(reloaded, seed) == first
+    assert (counting.calls, reloaded.calls) == (4, 1)

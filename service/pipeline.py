@@ -90,7 +90,7 @@ class _RecentMatches:
     News searches, an outlet's section feeds, syndicated copies. Those copies are separate
     articles (each joins the story, none alerts again) but the matcher, pure, would give
     each the same answer at the same cost, the largest per-article cost of the storing
-    thread for a flagged story (bench_stages: ~3 ms each on the seventh sitting's machine,
+    thread for a flagged story (bench_stages: ~3 ms each on the eighth sitting's machine,
     against ~0.4 ms of storing). Used only from the poll's storing thread; a new matcher
     (SIGHUP reload) empties it."""
 

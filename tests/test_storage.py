@@ -334,20 +334,22 @@ def test_statements_on_the_driver_share_the_transaction_and_its_errors(store: St
         pass
 
     with pytest.raises(Undone), store._session() as s:
-        (article_id,) = driver_execute(s, "SELECT id FROM articles")[0]
-        q = _mark(s.connection())
+        conn = s.connection()
+        (article_id,) = driver_execute(conn, "SELECT id FROM articles")[0]
+        q = _mark(conn)
         rows = [(key, article_id, 7) for key in (11, 12, 13)]
         insert = f"INSERT INTO story_bands (band_key, article_id, seen_at) VALUES ({q}, {q}, {q})"
-        assert driver_execute(s, insert, rows, many=True) == []
-        assert driver_execute(s, count) == [(3,)]
-        assert s.connection().exec_driver_sql(count).scalar() == 3  # the same transaction
+        assert driver_execute(conn, insert, rows, many=True) == []
+        assert driver_execute(conn, count) == [(3,)]
+        assert conn.exec_driver_sql(count).scalar() == 3  # the same transaction
         raise Undone
     with store._session() as s:
-        assert driver_execute(s, count) == [(0,)]  # rolled back with the session
+        assert driver_execute(s.connection(), count) == [(0,)]  # rolled back with the session
     with pytest.raises(IntegrityError), store._session() as s:
-        driver_execute(s, insert, [(11, article_id, 7), (11, article_id, 7)], many=True)
+        twice = [(11, article_id, 7), (11, article_id, 7)]
+        driver_execute(s.connection(), insert, twice, many=True)
     with store._session() as s:
-        assert driver_execute(s, count) == [(0,)]
+        assert driver_execute(s.connection(), count) == [(0,)]
 
 
 def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
@@ -43,16 +43,17 @@ def _mark(conn: Any) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def driver_execute(s: Session, statement: str, params: Any = (), many: bool = False) -> list[Any]:
-    """Run ``statement`` on the session's own DBAPI connection (in its transaction) and
-    return its rows; ``many``: ``executemany`` over ``params``, no rows.
+def driver_execute(
+    conn: Connection, statement: str, params: Any = (), many: bool = False
+) -> list[Any]:
+    """Run ``statement`` on the DBAPI connection under ``conn`` (a session's connection: in
+    its transaction) and return its rows; ``many``: ``executemany`` over ``params``, no rows.
 
     For the poll's widest statements, whose SQL is written here for the driver (~10 a
     feed): SQLAlchemy's ``exec_driver_sql`` builds an execution context and a result's
     metadata for each, about a fifth of ``record_polls``' time in py-spy of bench_poll's
     first poll. Driver errors are raised as SQLAlchemy's own classes (``IntegrityError``,
     ``OperationalError``, ...), as ``exec_driver_sql`` raises them."""
-    conn = s.connection()
     error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.cursor()
     try:
@@ -88,7 +89,7 @@ def _in_rows(s: Session, sql: str, values: Iterable[Any], *after: Any) -> list[A
     for chunk in _chunks(values):
         marks = ", ".join([mark] * len(chunk))
         statement = sql.replace("{in}", marks).replace("{?}", mark)
-        rows.extend(driver_execute(s, statement, (*chunk, *after)))
+        rows.extend(driver_execute(conn, statement, (*chunk, *after)))
     return rows
 
 
@@ -192,7 +193,7 @@ def insert_returning_ids(
             for value, proc in zip((row[n] for n in names), process, strict=True)
         ]
         statement = head + ", ".join([row_marks] * len(chunk)) + tail
-        for new_id, value in driver_execute(s, statement, tuple(params)):
+        for new_id, value in driver_execute(conn, statement, tuple(params)):
             id_of[value] = new_id
     if len(id_of) != len(rows):
         raise ValueError(f"insert_returning_ids: {key} is not distinct among the rows")
@@ -227,12 +228,15 @@ def add_story_keys(s: Session, articles: Iterable[tuple[int, Fingerprint, dateti
     if conn.dialect.name == "postgresql":
         keys, article_ids, epochs = (list(column) for column in zip(*rows, strict=True))
         driver_execute(
-            s,
+            conn,
             "INSERT INTO story_bands (band_key, article_id, seen_at) "
             "SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::bigint[])",
             (keys, article_ids, epochs),
         )
         return
     driver_execute(
-        s, "INSERT INTO story_bands (band_key, article_id, seen_at) VALUES (?, ?, ?)", rows, True
+        conn,
+        "INSERT INTO story_bands (band_key, article_id, seen_at) VALUES (?, ?, ?)",
+        rows,
+        many=True,
     )

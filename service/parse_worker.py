@@ -88,8 +88,8 @@ def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
 
 
 def _start_worker(increment: int) -> None:
-    """A worker's first steps: run ``increment`` steps of niceness below the poller, and
-    end with the poller."""
+    """A worker's first steps: run ``increment`` steps of niceness below the poller, leave
+    what it inherited out of its garbage collections, and end with the poller."""
     if increment:
         os.nice(increment)
     # What the worker inherited from the fork server (the modules it preloaded) is left out

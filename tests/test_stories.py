@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import pytest
 from service import stories
 from service.stories import StoryChoice, StoryPolicy, assign_stories, fingerprint, needs_match
 from service.types import Article, Fingerprint, StoryCandidate
-from tests.conftest import REPO
+from tests.conftest import REPO, shared_path
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 PAIRS = json.loads((REPO / "tests" / "data" / "stories" / "pairs.json").read_text("utf-8"))
@@ -171,6 +172,48 @@ def test_long_bodies_are_compared_by_their_lead() -> None:
     a = fingerprint("Headline", lead, tail_a)
     b = fingerprint("Headline", lead, tail_b)
     assert a == b
+
+
+def _lead_words_by_definition(title: str, summary: str, text: str) -> list[str]:
+    """The title's words, then the body's up to where its LEAD_WORDS-th word ends, each
+    case-folded: word by word, as stories.lead_words did before its one-match lead."""
+    body = f"{summary} {text}"
+    ends = [m.end() for m in re.finditer(r"\w+", body)][: stories.LEAD_WORDS]
+    lead = body[: ends[-1]] if ends else ""
+    return (
+        re.findall(r"\w+", title.casefold())
+        + re.findall(r"\w+", lead.casefold())[: stories.LEAD_WORDS]
+    )
+
+
+LEAD_CASES = [
+    ("", "", ""),
+    ("Headline only", "", ""),
+    ("", "... -- !!", "  ?? "),
+    ("T", "one", ""),
+    ("T", "_under_scored_ words", "and 42 numbers, 3.5 too"),
+    ("T", " ".join(f"w{i}" for i in range(stories.LEAD_WORDS - 1)), "last"),
+    ("T", " ".join(f"w{i}" for i in range(stories.LEAD_WORDS)), ""),
+    ("T", "", " ".join(f"w{i}" for i in range(stories.LEAD_WORDS + 1)) + " ..."),
+    ("T", "— «Straße» İstanbul ﬁnal ŉ", "ÉCOLE naïve café — 東京 の ニュース"),
+    ("T", "!" * 5000, "word " * 3000),
+    ("T", "a-b-c " * 100, "x,y;z " * 100),
+]
+
+
+@pytest.mark.parametrize("case", LEAD_CASES)
+def test_lead_words_are_the_words_up_to_the_lead_end(case: tuple[str, str, str]) -> None:
+    """Band keys are stored: the lead must stay word for word what it was defined as."""
+    assert stories.lead_words(*case) == _lead_words_by_definition(*case)
+
+
+def test_lead_words_of_every_corpus_item_are_as_defined() -> None:
+    corpus = shared_path("corpus", "dev.jsonl").read_text("utf-8").splitlines()
+    items = [json.loads(line) for line in corpus if line.strip()]
+    assert items
+    for item in items:
+        case = (item["title"], item["summary"] or "", item["text"] or "")
+        assert stories.lead_words(*case) == _lead_words_by_definition(*case), item["id"]
 
 
 def test_band_keys_are_the_same_in_every_process() -> None:

@@ -639,18 +639,56 @@ class _TreeMemory:
         }
 
 
+def steal_s() -> float | None:
+    """CPU time the hypervisor gave this machine's CPUs to other guests since boot, summed
+    over the CPUs (``steal`` of /proc/stat's ``cpu`` line); ``None`` where it is not kept.
+    A run during which it grows had less of the machine than its CPU count says."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _run_measured(side: str, args: list[str]) -> dict[str, Any]:
     """Run one side's poll (``args``, which prints its figures as JSON on its last line) to
-    its end, sampling its process tree's memory from here; the figures and the memory."""
+    its end, sampling its process tree's memory from here; the figures, the memory and the
+    CPU steal during the run (``steal_s``, absent where the kernel does not keep it)."""
+    steal_before = steal_s()
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     memory = _TreeMemory(proc.pid)
     stdout, stderr = proc.communicate()
-    sampled = memory.stop()
+    sampled: dict[str, float] = memory.stop()
+    steal_after = steal_s()
+    if steal_before is not None and steal_after is not None:
+        sampled["steal_s"] = steal_after - steal_before
     if proc.returncode != 0:
         raise SystemExit(f"{side} poll failed:\n{stderr[-3000:]}")
     return dict(json.loads(stdout.strip().splitlines()[-1])) | sampled
+
+
+def per_round(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
+    """One line per measure and round: each first poll's items/s, the ratio where
+    ``reader`` ran, and the CPU steal of each run (a round with steal says little)."""
+
+    def rates(runs: list[dict[str, Any]]) -> list[float]:
+        return [r["first"]["items"] / r["first"]["wall_s"] for r in runs]
+
+    def steals(runs: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['steal_s']:.1f}" if "steal_s" in r else "-" for r in runs)
+
+    lines = [f"first poll items/s by round: ours {', '.join(f'{v:,.0f}' for v in rates(ours))}"]
+    if theirs:
+        lines.append(f"; reader {', '.join(f'{v:,.0f}' for v in rates(theirs))}")
+        ratios = [a / b for a, b in zip(rates(ours), rates(theirs), strict=False)]
+        lines.append(f"; ratio {', '.join(f'{v:.2f}' for v in ratios)}")
+    lines.append(f"\nCPU steal during each run, s: ours {steals(ours)}")
+    if theirs:
+        lines.append(f"; reader {steals(theirs)}")
+    return "".join(lines)
 
 
 # ------------------------------------------------------------------ report
@@ -921,6 +959,7 @@ def main() -> int:
         f"{'update_feeds(workers=20)' if theirs else 'not run'}\n"
     )
     print(table(ours, results["ignorant"], theirs))
+    print("\n" + per_round(ours, theirs))
     for label, _ in variants:
         print("\n" + comparison(ours, results[label], "as in the table", label))
     return 0

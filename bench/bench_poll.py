@@ -671,8 +671,8 @@ def _run_measured(side: str, args: list[str]) -> dict[str, Any]:
 
 
 def per_round(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
-    """One line per measure and round: each first poll's items/s, the ratio where
-    ``reader`` ran, and the CPU steal of each run (a round with steal says little)."""
+    """Two lines: each round's first-poll items/s of both sides and their ratio (where
+    ``reader`` ran), and the CPU steal during each run (a round with steal says little)."""
 
     def rates(runs: list[dict[str, Any]]) -> list[float]:
         return [r["first"]["items"] / r["first"]["wall_s"] for r in runs]

@@ -32,6 +32,7 @@ from tests.conftest import RULES
 from tests.fleet import scratch_database
 from tests.seedfeed import SEED_URL, other_items, rss, seed_feed, seed_parts
 from tests.servers import FeedServer
+from tests.test_rematch import seed_article
 
 T0 = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 
@@ -419,19 +420,6 @@ class _CountingMatcher(Matcher):
         return super().classify(title, summary, text)
 
 
-def _article(title: str, summary: str, text: str) -> Article:
-    return Article(
-        url="https://news.example/a",
-        guid="a",
-        title=title,
-        summary=summary,
-        text=text,
-        published_at=None,
-        source="Example",
-        content_hash="h",
-    )
-
-
 def test_recent_matches_give_a_verbatim_copy_the_first_ones_result() -> None:
     """The storing thread matches an item that reaches it verbatim from several feeds once:
     the same answer as the matcher's own, recomputed for any other text (case counts: the
@@ -441,12 +429,17 @@ def test_recent_matches_give_a_verbatim_copy_the_first_ones_result() -> None:
     rules = Matcher.load(RULES)
     counting = _CountingMatcher.load(RULES)
     memo = _RecentMatches(size=2)
-    seed = _article(*seed_parts())
+    seed = seed_article()
     first = memo.classify(counting, seed)
     assert first == rules.classify(seed.title, seed.summary, seed.text) and first.flagged
-    assert memo.classify(counting, _article(*seed_parts())) is first  # equal text, new strings
+    assert memo.classify(counting, seed_article()) is first  # equal text, new strings
     assert counting.calls == 1
-    storm = _article(*(part.replace("ICE", "ice") for part in seed_parts()))
+    storm = replace(
+        seed,
+        title=seed.title.replace("ICE", "ice"),
+        summary=seed.summary.replace("ICE", "ice"),
+        text=seed.text.replace("ICE", "ice"),
+    )
     assert memo.classify(counting, storm) == rules.classify(storm.title, storm.summary, storm.text)
     assert counting.calls == 2
     # The field an item's words sit in counts too: title and summary swapped.

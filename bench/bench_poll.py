@@ -674,17 +674,18 @@ def per_round(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
     """Two lines: each round's first-poll items/s of both sides and their ratio (where
     ``reader`` ran), and the CPU steal during each run (a round with steal says little)."""
 
-    def rates(runs: list[dict[str, Any]]) -> list[float]:
-        return [r["first"]["items"] / r["first"]["wall_s"] for r in runs]
+    def listed(values: list[float], fmt: str) -> str:
+        return ", ".join(format(v, fmt) for v in values)
 
     def steals(runs: list[dict[str, Any]]) -> str:
         return ", ".join(f"{r['steal_s']:.1f}" if "steal_s" in r else "-" for r in runs)
 
-    lines = [f"first poll items/s by round: ours {', '.join(f'{v:,.0f}' for v in rates(ours))}"]
+    ours_rates = _first_poll_rates(ours, "items")
+    lines = [f"first poll items/s by round: ours {listed(ours_rates, ',.0f')}"]
     if theirs:
-        lines.append(f"; reader {', '.join(f'{v:,.0f}' for v in rates(theirs))}")
-        ratios = [a / b for a, b in zip(rates(ours), rates(theirs), strict=False)]
-        lines.append(f"; ratio {', '.join(f'{v:.2f}' for v in ratios)}")
+        their_rates = _first_poll_rates(theirs, "items")
+        ratios = [a / b for a, b in zip(ours_rates, their_rates, strict=False)]
+        lines.append(f"; reader {listed(their_rates, ',.0f')}; ratio {listed(ratios, '.2f')}")
     lines.append(f"\nCPU steal during each run, s: ours {steals(ours)}")
     if theirs:
         lines.append(f"; reader {steals(theirs)}")
@@ -694,9 +695,14 @@ def per_round(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------ report
 
 
+def _first_poll_rates(runs: list[dict[str, Any]], what: str) -> list[float]:
+    """Each run's first poll's ``what`` ("items" or "feeds") per second."""
+    return [r["first"][what] / r["first"]["wall_s"] for r in runs]
+
+
 def _first_poll_rate(runs: list[dict[str, Any]], what: str) -> float:
     """Median over ``runs`` of the first poll's ``what`` ("items" or "feeds") per second."""
-    return statistics.median(r["first"][what] / r["first"]["wall_s"] for r in runs)
+    return statistics.median(_first_poll_rates(runs, what))
 
 
 def _no_change_ms(runs: list[dict[str, Any]]) -> float:

@@ -84,7 +84,8 @@ MATCH_MEMO_SIZE = 512
 
 class _RecentMatches:
     """The last MATCH_MEMO_SIZE match results of one matcher, by the exact title, summary and
-    text they were computed from (a digest, so no article text is held).
+    text they were computed from (a digest, so no article text is held; not
+    ``Article.content_hash``, which is case-folded, while the matcher tells ICE from ice).
 
     The same item often reaches the poller verbatim from several feeds: overlapping Google
     News searches, an outlet's section feeds, syndicated copies. Those copies are separate

@@ -9,13 +9,16 @@ import dataclasses
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 
 from service.config import DEFAULT_SQLITE_CACHE_MB, WebhookConfig
 from service.errors import StorageError
 from service.storage import Storage, make_engine, migrate
+from service.storage.engine import _alembic_config
 from service.stories import StoryPolicy, article_fingerprint
 from service.types import (
     Article,
@@ -125,7 +128,6 @@ def test_known_guid_and_story_are_not_stored_or_alerted_twice(store: Storage) ->
         source="Other Outlet",
         content_hash="different",
     )
-    assert store.known_story_keys([copy.url], [copy.content_hash]) == {copy.url}
     assert store.record_poll(poll_update(b.id), [NewArticle(copy, match())], NOW) == []
     hit = store.get_hit(first[0])
     assert hit is not None
@@ -246,6 +248,51 @@ def test_sqlite_cache_size_comes_from_the_config(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}", sqlite_cache_mb=5)
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA cache_size")).scalar() == -5 * 1024
+    engine.dispose()
+
+
+# Indexes that migration 0008 dropped: no query needs them, and each stored article wrote
+# into each of them.
+DROPPED_INDEXES = {"ix_stories_canonical_url", "ix_stories_content_hash", "ix_articles_feed_id"}
+
+# Look-ups by feed (the poll's known-entry query, the hits filter by feed, a count): each
+# must search the articles by the (feed_id, guid) unique index (SQLite names it
+# sqlite_autoindex_articles_1), not scan the table.
+FEED_LOOKUPS = [
+    "SELECT guid FROM articles WHERE guid IN ('a', 'b') AND feed_id = 1",
+    "SELECT story_id FROM articles WHERE feed_id IN (1, 2)",
+    "SELECT count(*) FROM articles WHERE feed_id = 3",
+]
+FEED_GUID_INDEX = "sqlite_autoindex_articles_1"
+
+
+def _sqlite_indexes(engine: Any) -> set[str]:
+    with engine.connect() as conn:
+        return {
+            r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='index'"))
+        }
+
+
+@pytest.mark.parametrize("sql", FEED_LOOKUPS)
+def test_lookups_by_feed_search_the_feed_guid_index(tmp_path: Path, sql: str) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    migrate(engine)
+    assert not DROPPED_INDEXES & _sqlite_indexes(engine)
+    with engine.connect() as conn:
+        unique = conn.execute(text(f"PRAGMA index_info({FEED_GUID_INDEX})")).all()
+        plan = " | ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+    engine.dispose()
+    assert [r[2] for r in unique] == ["feed_id", "guid"]
+    assert (
+        plan.startswith("SEARCH articles USING") and f"INDEX {FEED_GUID_INDEX} (feed_id=?" in plan
+    )
+
+
+def test_migration_0008_downgrades_to_the_indexes_it_dropped(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'down.db'}")
+    migrate(engine)
+    command.downgrade(_alembic_config(engine), "0007")
+    assert DROPPED_INDEXES <= _sqlite_indexes(engine)
     engine.dispose()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from service.alerts.routing import wants
 from service.errors import StorageError
@@ -59,32 +59,6 @@ class ArticleStore(FeedStore):
             return {}
         with self._session() as s:
             return {feed_id: known_guids(s, feed_id, ids) for feed_id, ids in guids.items()}
-
-    def known_story_keys(self, urls: Iterable[str], hashes: Iterable[str]) -> set[str]:
-        """Which canonical URLs / content hashes already belong to a stored story."""
-        urls_l = [u for u in set(urls) if u]
-        hashes_l = list(set(hashes))
-        found: set[str] = set()
-        with self._session() as s:
-            for i in range(0, len(urls_l), 500):
-                chunk = urls_l[i : i + 500]
-                story_urls = s.exec(
-                    select(StoryRow.canonical_url).where(col(StoryRow.canonical_url).in_(chunk))
-                ).all()
-                found.update(u for u in story_urls if u)
-                found.update(
-                    s.exec(select(ArticleRow.url).where(col(ArticleRow.url).in_(chunk))).all()
-                )
-            for i in range(0, len(hashes_l), 500):
-                found.update(
-                    s.exec(
-                        select(StoryRow.content_hash).where(
-                            col(StoryRow.content_hash).in_(hashes_l[i : i + 500])
-                        )
-                    ).all()
-                )
-        found.discard("")
-        return {k for k in found if k}
 
     def story_candidates(
         self,

@@ -62,8 +62,10 @@ class StoryRow(SQLModel, table=True):
     __tablename__ = "stories"
 
     id: int | None = Field(default=None, primary_key=True)
-    canonical_url: str | None = Field(default=None, index=True)
-    content_hash: str = Field(index=True)
+    # Not indexed: stories are found through their articles' URLs, hashes and band keys
+    # (migration 0008).
+    canonical_url: str | None = None
+    content_hash: str
     first_seen_at: datetime | None = _utc_column()
 
 
@@ -76,7 +78,8 @@ class ArticleRow(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    feed_id: int = Field(foreign_key="feeds.id", index=True)
+    # Look-ups by feed use uq_articles_feed_guid, which starts with feed_id (migration 0008).
+    feed_id: int = Field(foreign_key="feeds.id")
     story_id: int = Field(foreign_key="stories.id", index=True)
     guid: str = Field(sa_column=Column(Text, nullable=False))
     url: str = Field(sa_column=Column(Text, nullable=False))

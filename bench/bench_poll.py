@@ -477,9 +477,11 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
             workers = parts.poller.parse_pool.worker_pids()
             main0, gc0 = time.process_time(), gc_clock.seconds
             workers0 = sum(cpu_of(p) or 0.0 for p in workers)
+            written0 = written_mb()
             t0 = time.perf_counter()
             reports = parts.poller.poll(todo)
             wall = time.perf_counter() - t0
+            written1 = written_mb()
             main_cpu = time.process_time() - main0
             workers = parts.poller.parse_pool.worker_pids()
             workers_cpu = sum(cpu_of(p) or 0.0 for p in workers) - workers0
@@ -494,6 +496,8 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
                 "errors": sum(1 for r in reports if r.status.value == "error"),
                 "statuses": sorted({r.status.value for r in reports}),
             }
+            if written0 is not None and written1 is not None:
+                out[phase]["written_mb"] = written1 - written0
             todo = parts.storage.enabled_feeds()
         worker_rss = [_peak_rss_mb(p) for p in parts.poller.parse_pool.worker_pids()]
     main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -511,14 +515,23 @@ urls, db = json.loads(sys.argv[1]), sys.argv[2]
 r = make_reader(db)
 for u in urls:
     r.add_feed(u)
+def written_mb():
+    try:
+        with open("/proc/self/io") as f:
+            return int(dict(l.split(":", 1) for l in f.read().splitlines())["wchar"]) / 1e6
+    except (OSError, KeyError, ValueError):
+        return None
 out = {}
 for phase in ("first", "unchanged"):
     before = r.get_entry_counts().total
-    c0, t0 = time.process_time(), time.perf_counter()
+    w0, c0, t0 = written_mb(), time.process_time(), time.perf_counter()
     r.update_feeds(workers=20, scheduled=False)
     out[phase] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
                   "feeds": len(urls), "items": r.get_entry_counts().total - before,
                   "errors": sum(1 for f in r.get_feeds() if f.last_exception)}
+    w1 = written_mb()
+    if w0 is not None and w1 is not None:
+        out[phase]["written_mb"] = w1 - w0
 out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 r.close()
 print(json.dumps(out))
@@ -637,6 +650,19 @@ class _TreeMemory:
             "tree_rss_mb": sum(self.peak_rss_kb.values()) / 1024,
             "tree_pss_mb": self.peak_pss_kb / 1024,
         }
+
+
+def written_mb() -> float | None:
+    """MB this process has passed to write calls so far (Linux /proc/self/io ``wchar``: its
+    database file, journal or WAL and checkpoints, and logs; not socket sends), or None
+    where the kernel does not keep it. Unlike the timings, the same poll writes the same
+    amount on any machine, busy or not: a steady measure of what storing costs."""
+    try:
+        with open("/proc/self/io") as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines())
+        return int(fields["wchar"]) / 1e6
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def steal_s() -> float | None:
@@ -768,6 +794,20 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
             None,
             ".2f",
             "lower",
+        ),
+        *(
+            [
+                row(
+                    "first poll: MB written by the polling process (database, WAL, logs)",
+                    _median(ours, "first", "written_mb"),
+                    t and _median(t, "first", "written_mb"),
+                    ",.0f",
+                    "lower",
+                )
+            ]
+            if all("written_mb" in r["first"] for r in ours)
+            and all("written_mb" in r["first"] for r in theirs or [])
+            else []
         ),
         row(
             "no-change poll (304): client CPU ms/feed",

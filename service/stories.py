@@ -29,6 +29,8 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
+from operator import and_, rshift
 
 from service.types import Article, Fingerprint, StoryCandidate
 
@@ -65,7 +67,6 @@ SIGNATURE_BINS = 64
 BAND_ROWS = 2
 BANDS = SIGNATURE_BINS // BAND_ROWS
 _BIN_BITS = SIGNATURE_BINS.bit_length() - 1
-_EMPTY = -1
 # Shingle hashes are 32 bits: CRC-32 (each of its bits depends on the whole shingle), times
 # an odd constant so the carries scramble the order of values (CRC alone is linear). Four
 # times cheaper than a cryptographic hash in pure Python (bench/bench_dedup.py), and two
@@ -96,6 +97,7 @@ def _probe_order(i: int) -> tuple[int, ...]:
 
 
 _PROBES: tuple[tuple[int, ...], ...] = tuple(_probe_order(i) for i in range(SIGNATURE_BINS))
+_BINS = range(SIGNATURE_BINS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,48 +145,62 @@ def shingles(title: str, summary: str, text: str) -> frozenset[int]:
 def signature(hashes: Iterable[int]) -> tuple[int, ...]:
     """One-permutation MinHash of a shingle set: per bin, the smallest hash that falls in
     it; empty bins densified. Empty input gives an empty signature."""
-    bins = [_EMPTY] * SIGNATURE_BINS
-    mask = SIGNATURE_BINS - 1
-    for h in hashes:
-        b, v = h & mask, h >> _BIN_BITS
-        if bins[b] == _EMPTY or v < bins[b]:
-            bins[b] = v
-    if all(v == _EMPTY for v in bins):
+    return _signature_of_descending(sorted(hashes, reverse=True))
+
+
+def _signature_of_descending(hashes: Sequence[int]) -> tuple[int, ...]:
+    """``signature`` of hashes sorted from largest to smallest, in C-level steps.
+
+    A bin's hashes share their low bits, so the smallest hash of a bin has the smallest
+    value: ``dict(zip(...))`` keeps the last value given for a key, which in descending
+    order is the bin's minimum. An empty bin's donor is the first filled bin of its probe
+    order (``filter``). The same result as one Python step per hash and per probed bin, a
+    third less CPU (~26 -> ~19 us on bench_poll's articles; tests/test_stories.py compares
+    the two)."""
+    bins = dict(
+        zip(
+            map(and_, hashes, repeat(SIGNATURE_BINS - 1)),
+            map(rshift, hashes, repeat(_BIN_BITS)),
+            strict=True,
+        )
+    )
+    if not bins:
         return ()
-    out = list(bins)
-    for i, v in enumerate(bins):
-        if v == _EMPTY:
-            donor = next(j for j in _PROBES[i] if bins[j] != _EMPTY)
-            out[i] = bins[donor]
-    return tuple(out)
+    if len(bins) == SIGNATURE_BINS:
+        return tuple(map(bins.__getitem__, _BINS))
+    filled = bins.__contains__
+    return tuple(bins[i] if i in bins else bins[next(filter(filled, _PROBES[i]))] for i in _BINS)
 
 
 # A band key packs the band's number and its rows' 26-bit values into one integer below
 # 2^63 (a BIGINT on both databases): band << 52 | row0 << 26 | row1.
 _ROW_BITS = 26
 _ROW_MASK = (1 << _ROW_BITS) - 1
+# Each band's number, shifted into place. band_keys pairs the rows up (BAND_ROWS = 2).
+_BAND_BASES = tuple(band << (_ROW_BITS * BAND_ROWS) for band in range(BANDS))
 
 
 def band_keys(sig: Sequence[int]) -> tuple[int, ...]:
     """One index key per band: the band's number and its rows' values in one integer."""
     if not sig:
         return ()
-    keys = []
-    for band in range(BANDS):
-        key = band
-        for v in sig[band * BAND_ROWS : (band + 1) * BAND_ROWS]:
-            key = (key << _ROW_BITS) | (v & _ROW_MASK)
-        keys.append(key)
-    return tuple(keys)
+    return tuple(
+        [
+            base | (first & _ROW_MASK) << _ROW_BITS | (second & _ROW_MASK)
+            for base, first, second in zip(_BAND_BASES, sig[0::2], sig[1::2], strict=True)
+        ]
+    )
 
 
 def fingerprint(title: str, summary: str, text: str) -> Fingerprint:
     """Shingles and band keys of an article; no band keys when it is too short to compare."""
-    hashes = shingles(title, summary, text)
-    packed = array(_HASH_TYPE, sorted(hashes)).tobytes()
-    if len(hashes) < MIN_SHINGLES:
+    ordered = sorted(shingles(title, summary, text))  # one sort for the packing and the signature
+    packed = array(_HASH_TYPE, ordered).tobytes()
+    if len(ordered) < MIN_SHINGLES:
         return Fingerprint(shingle_hashes=packed, band_keys=())
-    return Fingerprint(shingle_hashes=packed, band_keys=band_keys(signature(hashes)))
+    return Fingerprint(
+        shingle_hashes=packed, band_keys=band_keys(_signature_of_descending(ordered[::-1]))
+    )
 
 
 def shingle_set(fp: Fingerprint) -> frozenset[int]:

@@ -165,6 +165,66 @@ def test_signature_and_band_keys() -> None:
     assert stories.resemblance(stories.shingle_set(fp), frozenset()) == 0.0
 
 
+def _signature_by_definition(hashes: list[int]) -> tuple[int, ...]:
+    """One-permutation MinHash one hash at a time, as stories.signature did before its
+    C-level steps: each bin's smallest value, then each empty bin's first filled donor."""
+    smallest: dict[int, int] = {}
+    for h in hashes:
+        b, v = h % stories.SIGNATURE_BINS, h // stories.SIGNATURE_BINS
+        if b not in smallest or v < smallest[b]:
+            smallest[b] = v
+    if not smallest:
+        return ()
+    return tuple(
+        smallest[i]
+        if i in smallest
+        else smallest[next(j for j in stories._PROBES[i] if j in smallest)]
+        for i in range(stories.SIGNATURE_BINS)
+    )
+
+
+def _band_keys_by_definition(sig: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(
+        band * 2**52 + sig[2 * band] % 2**26 * 2**26 + sig[2 * band + 1] % 2**26
+        for band in range(stories.BANDS)
+        if sig
+    )
+
+
+# Shingle sets of every size that matters: none, one (63 bins densified), a few, about a
+# lead's worth (~70, ~20 empty bins), enough to fill every bin; with repeats and with
+# several hashes in one bin.
+SIGNATURE_SIZES = [0, 1, 2, 7, 8, 40, 72, 130, 600]
+
+
+@pytest.mark.parametrize("size", SIGNATURE_SIZES)
+@pytest.mark.parametrize("seed", range(4))
+def test_signature_and_band_keys_are_their_definitions(size: int, seed: int) -> None:
+    rng = random.Random(seed * 1000 + size)
+    hashes = [rng.getrandbits(32) for _ in range(size)]
+    hashes += rng.sample(hashes, min(3, size))  # repeats do not change the set
+    rng.shuffle(hashes)
+    expected = _signature_by_definition(hashes)
+    assert stories.signature(hashes) == expected
+    assert stories.signature(frozenset(hashes)) == expected
+    assert stories.band_keys(expected) == _band_keys_by_definition(expected)
+
+
+def test_fingerprints_of_real_articles_are_their_definitions() -> None:
+    """Stored band keys stay valid: every corpus item's keys are the definition's."""
+    lines = shared_path("corpus", "dev.jsonl").read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in lines if line]
+    assert items
+    for item in items:
+        parts = (item["title"], item.get("summary") or "", item.get("text") or "")
+        fp = fingerprint(*parts)
+        hashes = sorted(stories.shingles(*parts))
+        assert stories.shingle_set(fp) == frozenset(hashes)
+        if len(hashes) >= stories.MIN_SHINGLES:
+            expected = _band_keys_by_definition(_signature_by_definition(hashes))
+            assert fp.band_keys == expected
+
+
 def test_long_bodies_are_compared_by_their_lead() -> None:
     lead = " ".join(f"word{i}" for i in range(stories.LEAD_WORDS))
     tail_a = " ".join(f"alpha{i}" for i in range(500))

@@ -37,11 +37,12 @@ Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no
 --rounds 1` checks peak memory at scale. Ours runs with the service's defaults unless told
 otherwise: ``--parse-nice N`` (``[polling] parse_nice``), ``--malloc-arenas N`` (0: glibc's
 own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unless told),
-``--sqlite-cache-mb N`` (``[database] sqlite_cache_mb``). Each ``--compare-...`` option
-adds, in each round, one more run of ours with that one thing changed
-(``--compare-parse-nice N``, ``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``,
-``--compare-httpx-cli``, ``--compare-sqlite-cache-mb N``) and prints a line comparing its
-first poll and memory with the table's.
+``--sqlite-cache-mb N`` (``[database] sqlite_cache_mb``), ``--sqlite-checkpoint-mb N``
+(``[database] sqlite_checkpoint_mb``). Each ``--compare-...`` option adds, in each round,
+one more run of ours with that one thing changed (``--compare-parse-nice N``,
+``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``, ``--compare-httpx-cli``,
+``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb N``) and prints a line
+comparing its first poll, memory and writes with the table's.
 """
 
 from __future__ import annotations
@@ -398,6 +399,7 @@ class OurSetup:
     migrate_apart: bool = True
     httpx_cli: bool = False
     sqlite_cache_mb: int | None = None
+    sqlite_checkpoint_mb: int | None = None
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -414,6 +416,8 @@ class OurSetup:
             out.append("--httpx-cli")
         if self.sqlite_cache_mb is not None:
             out += ["--sqlite-cache-mb", str(self.sqlite_cache_mb)]
+        if self.sqlite_checkpoint_mb is not None:
+            out += ["--sqlite-checkpoint-mb", str(self.sqlite_checkpoint_mb)]
         return out
 
     def describe(self) -> str:
@@ -425,11 +429,14 @@ class OurSetup:
         schema = "by `migrate` beforehand" if self.migrate_apart else "by the polling process"
         cli = "with" if self.httpx_cli else "without"
         cache = "default" if self.sqlite_cache_mb is None else f"{self.sqlite_cache_mb} MB"
+        checkpoint = (
+            "default" if self.sqlite_checkpoint_mb is None else f"{self.sqlite_checkpoint_mb} MB"
+        )
         return (
             f"concurrency {self.concurrency}, per-host delay {PER_HOST_DELAY_S * 1000:g} ms, "
             f"start-up heap {heap}, parse_nice {nice}, malloc arenas {arenas}, "
             f"schema migrated {schema}, httpx {cli} its command-line tool, "
-            f"SQLite page cache {cache}"
+            f"SQLite page cache {cache}, SQLite checkpoint at {checkpoint}"
         )
 
 
@@ -440,6 +447,11 @@ def write_our_config(urls: list[str], tmp: Path, setup: OurSetup) -> Path:
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp}/dw.db"\n'
         + ("" if setup.sqlite_cache_mb is None else f"sqlite_cache_mb = {setup.sqlite_cache_mb}\n")
+        + (
+            ""
+            if setup.sqlite_checkpoint_mb is None
+            else f"sqlite_checkpoint_mb = {setup.sqlite_checkpoint_mb}\n"
+        )
         + f"[polling]\nconcurrency = {setup.concurrency}\n"
         f"per_host_concurrency = {setup.concurrency}\nper_host_delay = {PER_HOST_DELAY_S}\n"
         + ("" if setup.parse_nice is None else f"parse_nice = {setup.parse_nice}\n")
@@ -875,6 +887,11 @@ def comparison(
         f"{_no_change_ms(other):.2f}; peak RSS MB, main process {both('rss_mb', fmt='.0f')}; "
         f"summed over every process {both('tree_rss_mb', fmt='.0f')}; peak PSS MB "
         f"{both('tree_pss_mb', fmt='.0f')}"
+        + (
+            f"; first poll MB written {both('first', 'written_mb', fmt='.0f')}"
+            if all("written_mb" in run["first"] for run in (*ours, *other))
+            else ""
+        )
     )
 
 
@@ -946,6 +963,18 @@ def main() -> int:
         metavar="N",
         help="also poll with a SQLite page cache of N MB in each round, and compare",
     )
+    ap.add_argument(
+        "--sqlite-checkpoint-mb",
+        type=int,
+        metavar="N",
+        help="our [database] sqlite_checkpoint_mb (default: the service's default)",
+    )
+    ap.add_argument(
+        "--compare-sqlite-checkpoint-mb",
+        type=int,
+        metavar="N",
+        help="also poll with SQLite checkpointing its log at N MB in each round, and compare",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -956,6 +985,7 @@ def main() -> int:
         not args.migrate_in_poller,
         args.httpx_cli,
         args.sqlite_cache_mb,
+        args.sqlite_checkpoint_mb,
     )
     if args._ours:
         print(json.dumps(run_ours(Path(args._ours), setup)))
@@ -987,6 +1017,10 @@ def main() -> int:
         if args.compare_sqlite_cache_mb is not None:
             other = replace(setup, sqlite_cache_mb=args.compare_sqlite_cache_mb)
             variants.append((f"SQLite page cache {args.compare_sqlite_cache_mb} MB", other))
+        if args.compare_sqlite_checkpoint_mb is not None:
+            other = replace(setup, sqlite_checkpoint_mb=args.compare_sqlite_checkpoint_mb)
+            label = f"SQLite checkpoint at {args.compare_sqlite_checkpoint_mb} MB"
+            variants.append((label, other))
         runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
         runs.append(("ignorant", ignoring, setup))
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}

@@ -52,7 +52,7 @@ class Parts:
 def _open_storage(cfg: Config, migrate_schema: bool = True) -> Any:
     from service.storage import Storage, make_engine, migrate
 
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
     if migrate_schema:
         before, after = migrate(engine)
         if before != after:
@@ -188,7 +188,7 @@ def _wait_for_database(engine: Any, wait_s: float) -> None:
 def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     from service.storage import make_engine, migrate
 
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
     try:
         _wait_for_database(engine, args.wait)
         before, after = migrate(engine)
@@ -341,7 +341,7 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
 
     from service.storage import check_schema, make_engine
 
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
     try:
         check_schema(engine)
     finally:

@@ -33,6 +33,7 @@ from service.errors import ConfigError
 __all__ = [
     "DEFAULT_PARSE_NICE",
     "DEFAULT_SQLITE_CACHE_MB",
+    "DEFAULT_SQLITE_CHECKPOINT_MB",
     "SETTINGS",
     "TOPICS",
     "WEBHOOK_FORMATS",
@@ -57,6 +58,14 @@ DEFAULT_CONFIG_PATH = "config/detainer-watch.toml"
 # the 150 MB target) for ~3 % more main-process CPU (medians 3.70 against 3.60 s) and a
 # first poll ~1-3 % slower; at 5,000 feeds 2-3 % slower (2 runs) with 5-9 MB less.
 DEFAULT_SQLITE_CACHE_MB = 8
+
+# Size of SQLite's write-ahead log, in MB, at which a commit copies it into the database
+# file ([database].sqlite_checkpoint_mb; SQLite's own default is 1,000 pages, ~4 MB). A
+# checkpoint copies each page in the log once, however many commits changed it: a first
+# poll changes the same band-index pages in batch after batch, so a longer log writes less
+# (bench/bench_poll.py's "MB written" row, 500 feeds: 678-689 MB with SQLite's default,
+# 515-522 with 64 MB). The log file keeps its largest size on disk.
+DEFAULT_SQLITE_CHECKPOINT_MB = 64
 
 # How much lower the parse processes' CPU priority is than the poller's ([polling]
 # parse_nice; Unix niceness, so at most 19). A first poll keeps every core busy, and its
@@ -104,6 +113,16 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLite page cache of each connection, in MB: a first poll inserts 32 band keys an "
         "article at random places of one index, and SQLite's 2 MB default re-reads those "
         "pages from the OS at every insert (ignored for PostgreSQL)",
+    ),
+    Setting(
+        "database",
+        "sqlite_checkpoint_mb",
+        "int",
+        DEFAULT_SQLITE_CHECKPOINT_MB,
+        "SQLite write-ahead log size, in MB, at which a commit copies the log into the "
+        "database file (SQLite's default is ~4): a page changed by several commits in "
+        "between is copied once, so polls write less; the log file keeps its largest size "
+        "on disk (ignored for PostgreSQL)",
     ),
     Setting("http", "host", "str", "127.0.0.1", "address the API binds (0.0.0.0 in Docker)"),
     Setting("http", "port", "int", 8080, "port the API listens on"),
@@ -265,6 +284,10 @@ class Config:
     @property
     def sqlite_cache_mb(self) -> int:
         return int(self.values["database.sqlite_cache_mb"])
+
+    @property
+    def sqlite_checkpoint_mb(self) -> int:
+        return int(self.values["database.sqlite_checkpoint_mb"])
 
     @property
     def rules_path(self) -> Path:
@@ -492,6 +515,7 @@ def _check_ranges(file: str, v: dict[str, Any]) -> None:
         "polling.max_bytes",
         "delivery.max_attempts",
         "database.sqlite_cache_mb",
+        "database.sqlite_checkpoint_mb",
     ):
         if v[name] < 1:
             raise ConfigError(file, name, "must be at least 1", "use a positive number")

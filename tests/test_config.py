@@ -104,6 +104,7 @@ BAD_CONFIGS = [
     ('[api]\ntoken = "x"\n', "api.token", "DW_API_TOKEN"),
     ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
     ("[database]\nsqlite_cache_mb = 0\n", "database.sqlite_cache_mb", "positive"),
+    ("[database]\nsqlite_checkpoint_mb = 0\n", "database.sqlite_checkpoint_mb", "positive"),
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),

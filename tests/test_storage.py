@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from service.config import DEFAULT_SQLITE_CACHE_MB, WebhookConfig
+from service.config import DEFAULT_SQLITE_CACHE_MB, DEFAULT_SQLITE_CHECKPOINT_MB, WebhookConfig
 from service.errors import StorageError
 from service.storage import Storage, make_engine, migrate
 from service.storage.engine import _alembic_config
@@ -241,6 +241,30 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA cache_size")).scalar() == -DEFAULT_SQLITE_CACHE_MB * 1024
+        page = conn.execute(text("PRAGMA page_size")).scalar()
+        pages = conn.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+        assert pages == DEFAULT_SQLITE_CHECKPOINT_MB * 2**20 // page
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_mb", "wal_mb_at_most", "wal_mb_at_least"), [(1, 3, 0), (64, 64, 7)]
+)
+def test_the_write_ahead_log_is_checkpointed_at_its_configured_size(
+    tmp_path: Path, checkpoint_mb: int, wal_mb_at_most: int, wal_mb_at_least: int
+) -> None:
+    """Eight 1 MB commits: a 1 MB log is copied into the database (and reused) after each
+    commit that passes 1 MB, while a 64 MB one keeps every commit until it is that long."""
+    db = tmp_path / "x.db"
+    engine = make_engine(f"sqlite:///{db}", sqlite_checkpoint_mb=checkpoint_mb)
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE blobs (b BLOB)"))
+        conn.commit()
+        for _ in range(8):
+            conn.execute(text("INSERT INTO blobs VALUES (randomblob(1048576))"))
+            conn.commit()
+        wal_mb = (tmp_path / "x.db-wal").stat().st_size / 2**20
+        assert wal_mb_at_least <= wal_mb <= wal_mb_at_most, wal_mb
     engine.dispose()
 
 

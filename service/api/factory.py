@@ -23,7 +23,7 @@ def create_app_from_env() -> FastAPI:
     """Build the API from ``DW_CONFIG`` (default config file when unset)."""
     limit_malloc_arenas()  # before the server's threads (sync endpoints run in a pool)
     cfg = load_config(os.environ.get("DW_CONFIG"))
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb)
+    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
     check_schema(engine)
     storage = Storage(engine)
     app = create_app(

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from service.config import DEFAULT_SQLITE_CACHE_MB
+from service.config import DEFAULT_SQLITE_CACHE_MB, DEFAULT_SQLITE_CHECKPOINT_MB
 from service.errors import StorageError
 
 if TYPE_CHECKING:
@@ -46,19 +46,27 @@ MIGRATION_LOCK_KEY = 0x64772D6D69677261
 PG_PLAN_CACHE_MODE = "force_custom_plan"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any, cache_mb: int) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, cache_mb: int, checkpoint_mb: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the poller's writes
     cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; fsync at checkpoints
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.execute(f"PRAGMA cache_size={-1024 * int(cache_mb)}")  # negative: KiB, not pages
+    # A commit that leaves the log longer than this many pages copies it into the database.
+    page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
+    cur.execute(f"PRAGMA wal_autocheckpoint={max(1, int(checkpoint_mb) * 2**20 // page_size)}")
     cur.close()
 
 
-def make_engine(url: str, sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> Engine:
+def make_engine(
+    url: str,
+    sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB,
+    sqlite_checkpoint_mb: int = DEFAULT_SQLITE_CHECKPOINT_MB,
+) -> Engine:
     """Create the engine for a database URL; creates the SQLite file's folder.
-    ``sqlite_cache_mb``: each SQLite connection's page cache (PostgreSQL: unused)."""
+    ``sqlite_cache_mb``: each SQLite connection's page cache; ``sqlite_checkpoint_mb``: the
+    write-ahead log's size at which a commit checkpoints it (PostgreSQL: both unused)."""
     try:
         parsed = make_url(url)
     except ArgumentError as e:
@@ -76,9 +84,10 @@ def make_engine(url: str, sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> Eng
             # in all processes; bench/bench_poll.py --feeds 5000).
             pool_use_lifo=True,
         )
-        event.listen(
-            engine, "connect", functools.partial(_sqlite_pragmas, cache_mb=sqlite_cache_mb)
+        pragmas = functools.partial(
+            _sqlite_pragmas, cache_mb=sqlite_cache_mb, checkpoint_mb=sqlite_checkpoint_mb
         )
+        event.listen(engine, "connect", pragmas)
         return engine
     return create_engine(
         url,

@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_PARSE_NICE",
     "DEFAULT_SQLITE_CACHE_MB",
     "DEFAULT_SQLITE_CHECKPOINT_MB",
+    "MAX_SQLITE_MB",
     "SETTINGS",
     "TOPICS",
     "WEBHOOK_FORMATS",
@@ -68,6 +69,11 @@ DEFAULT_SQLITE_CACHE_MB = 8
 # 27,984). 256 MB wrote less again but was not faster. The log file keeps its largest size
 # on disk.
 DEFAULT_SQLITE_CHECKPOINT_MB = 64
+
+# Largest sqlite_cache_mb and sqlite_checkpoint_mb (1 TB). SQLite reads both pragmas as
+# 32-bit numbers (KiB and pages) and takes a larger one as 0: no page cache to speak of,
+# or a write-ahead log that is never checkpointed and grows without end.
+MAX_SQLITE_MB = 2**20
 
 # How much lower the parse processes' CPU priority is than the poller's ([polling]
 # parse_nice; Unix niceness, so at most 19). A first poll keeps every core busy, and its
@@ -503,6 +509,14 @@ def _check_ranges(file: str, v: dict[str, Any]) -> None:
             f"must be between 0 and {MAX_PARSE_NICE}",
             f"use {DEFAULT_PARSE_NICE} (the default), or 0 for the poller's own priority",
         )
+    for name in ("database.sqlite_cache_mb", "database.sqlite_checkpoint_mb"):
+        if v[name] > MAX_SQLITE_MB:
+            raise ConfigError(
+                file,
+                name,
+                f"must be at most {MAX_SQLITE_MB:,} (1 TB): SQLite would take more as 0",
+                "use a size in MB such as the default",
+            )
     if v["polling.min_interval"] > v["polling.max_interval"]:
         raise ConfigError(
             file,

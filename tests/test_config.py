@@ -105,6 +105,9 @@ BAD_CONFIGS = [
     ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
     ("[database]\nsqlite_cache_mb = 0\n", "database.sqlite_cache_mb", "positive"),
     ("[database]\nsqlite_checkpoint_mb = 0\n", "database.sqlite_checkpoint_mb", "positive"),
+    # SQLite reads more than 32 bits as 0: no checkpoints, a log growing without end.
+    ("[database]\nsqlite_checkpoint_mb = 9000000\n", "database.sqlite_checkpoint_mb", "1 TB"),
+    ("[database]\nsqlite_cache_mb = 3000000\n", "database.sqlite_cache_mb", "1 TB"),
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),

@@ -6,6 +6,7 @@ Runs on real SQLite; the same suite runs on PostgreSQL when DW_TEST_POSTGRES_URL
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,12 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from service.config import DEFAULT_SQLITE_CACHE_MB, DEFAULT_SQLITE_CHECKPOINT_MB, WebhookConfig
+from service.config import (
+    DEFAULT_SQLITE_CACHE_MB,
+    DEFAULT_SQLITE_CHECKPOINT_MB,
+    MAX_SQLITE_MB,
+    WebhookConfig,
+)
 from service.errors import StorageError
 from service.storage import Storage, make_engine, migrate
 from service.storage.engine import _alembic_config
@@ -265,6 +271,19 @@ def test_the_write_ahead_log_is_checkpointed_at_its_configured_size(
             conn.commit()
         wal_mb = (tmp_path / "x.db-wal").stat().st_size / 2**20
         assert wal_mb_at_least <= wal_mb <= wal_mb_at_most, wal_mb
+    engine.dispose()
+
+
+def test_the_largest_checkpoint_size_still_checkpoints(tmp_path: Path) -> None:
+    """1 TB of 512-byte pages is 2^31 pages, which SQLite would take as 0 (never)."""
+    db = tmp_path / "small-pages.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA page_size=512")
+        conn.execute("CREATE TABLE t (x)")
+    engine = make_engine(f"sqlite:///{db}", sqlite_checkpoint_mb=MAX_SQLITE_MB)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA page_size")).scalar() == 512
+        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 2**31 - 1
     engine.dispose()
 
 

@@ -54,8 +54,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, cache_mb: int, checkpoint_mb:
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.execute(f"PRAGMA cache_size={-1024 * int(cache_mb)}")  # negative: KiB, not pages
     # A commit that leaves the log longer than this many pages copies it into the database.
+    # SQLite takes a count past 32 bits as 0 (never), so it is capped (with 512-byte pages,
+    # config's largest size, 1 TB, would be 2^31 pages).
     page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
-    cur.execute(f"PRAGMA wal_autocheckpoint={max(1, int(checkpoint_mb) * 2**20 // page_size)}")
+    pages = min(max(1, int(checkpoint_mb) * 2**20 // page_size), 2**31 - 1)
+    cur.execute(f"PRAGMA wal_autocheckpoint={pages}")
     cur.close()
 
 

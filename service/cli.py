@@ -50,9 +50,9 @@ class Parts:
 
 
 def _open_storage(cfg: Config, migrate_schema: bool = True) -> Any:
-    from service.storage import Storage, make_engine, migrate
+    from service.storage import Storage, engine_for, migrate
 
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
+    engine = engine_for(cfg)
     if migrate_schema:
         before, after = migrate(engine)
         if before != after:
@@ -186,9 +186,9 @@ def _wait_for_database(engine: Any, wait_s: float) -> None:
 
 
 def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
-    from service.storage import make_engine, migrate
+    from service.storage import engine_for, migrate
 
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
+    engine = engine_for(cfg)
     try:
         _wait_for_database(engine, args.wait)
         before, after = migrate(engine)
@@ -339,9 +339,9 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from service.storage import check_schema, make_engine
+    from service.storage import check_schema, engine_for
 
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
+    engine = engine_for(cfg)
     try:
         check_schema(engine)
     finally:

@@ -21,9 +21,10 @@ from service.config import (
     DEFAULT_SQLITE_CHECKPOINT_MB,
     MAX_SQLITE_MB,
     WebhookConfig,
+    load_config,
 )
 from service.errors import StorageError
-from service.storage import Storage, make_engine, migrate
+from service.storage import Storage, engine_for, make_engine, migrate
 from service.storage.engine import _alembic_config
 from service.stories import StoryPolicy, article_fingerprint
 from service.types import (
@@ -36,6 +37,7 @@ from service.types import (
     MatchResult,
     NewArticle,
 )
+from tests.conftest import RULES
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM="
@@ -284,6 +286,21 @@ def test_the_largest_checkpoint_size_still_checkpoints(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA page_size")).scalar() == 512
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 2**31 - 1
+    engine.dispose()
+
+
+def test_the_engine_takes_the_database_settings_of_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "dw.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "x.db"}"\n'
+        f'sqlite_cache_mb = 3\nsqlite_checkpoint_mb = 2\n[matcher]\nrules = "{RULES}"\n',
+        encoding="utf-8",
+    )
+    engine = engine_for(load_config(config, env={}))
+    with engine.connect() as conn:
+        page = conn.execute(text("PRAGMA page_size")).scalar()
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -3 * 1024
+        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 2 * 2**20 // page
     engine.dispose()
 
 

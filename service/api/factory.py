@@ -16,14 +16,14 @@ from fastapi import FastAPI
 from service.api.app import create_app
 from service.config import load_config
 from service.heap import freeze_startup_heap, limit_malloc_arenas
-from service.storage import Storage, check_schema, make_engine
+from service.storage import Storage, check_schema, engine_for
 
 
 def create_app_from_env() -> FastAPI:
     """Build the API from ``DW_CONFIG`` (default config file when unset)."""
     limit_malloc_arenas()  # before the server's threads (sync endpoints run in a pool)
     cfg = load_config(os.environ.get("DW_CONFIG"))
-    engine = make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
+    engine = engine_for(cfg)
     check_schema(engine)
     storage = Storage(engine)
     app = create_app(

@@ -3,6 +3,7 @@
 from service.storage.engine import (
     check_schema,
     current_revision,
+    engine_for,
     head_revision,
     make_engine,
     migrate,
@@ -13,6 +14,7 @@ __all__ = [
     "Storage",
     "check_schema",
     "current_revision",
+    "engine_for",
     "head_revision",
     "hit_payload",
     "make_engine",

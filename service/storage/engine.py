@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from service.config import DEFAULT_SQLITE_CACHE_MB, DEFAULT_SQLITE_CHECKPOINT_MB
+from service.config import DEFAULT_SQLITE_CACHE_MB, DEFAULT_SQLITE_CHECKPOINT_MB, Config
 from service.errors import StorageError
 
 if TYPE_CHECKING:
@@ -97,6 +97,11 @@ def make_engine(
         pool_pre_ping=True,
         connect_args={"options": f"-c plan_cache_mode={PG_PLAN_CACHE_MODE}"},
     )
+
+
+def engine_for(cfg: Config) -> Engine:
+    """``make_engine`` with the database settings of ``cfg`` (every command and the API)."""
+    return make_engine(cfg.database_url, cfg.sqlite_cache_mb, cfg.sqlite_checkpoint_mb)
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:

@@ -761,6 +761,11 @@ def _median(runs: list[dict[str, Any]], *path: str) -> float:
     return statistics.median(values)
 
 
+def _have_written(runs: list[dict[str, Any]]) -> bool:
+    """Whether every run's first poll has its MB written (not where the kernel keeps none)."""
+    return all("written_mb" in run["first"] for run in runs)
+
+
 def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: list[Any]) -> str:
     def row(name: str, us: float, them: float | None, fmt: str, better: str) -> str:
         if them is None:
@@ -771,9 +776,11 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
     def first(runs: list[Any], key: str) -> float:
         return _first_poll_rate(runs, "items" if key == "items/s" else "feeds")
 
+    def first_median(name: str, key: str, fmt: str) -> str:
+        """A row of both sides' median of a first-poll measure where lower is better."""
+        return row(name, _median(ours, "first", key), t and _median(t, "first", key), fmt, "lower")
+
     t = theirs or None
-    # Where the kernel keeps no write counts, neither side has them and the row is left out.
-    written = all("written_mb" in r["first"] for r in [*ours, *(theirs or [])])
     lines = [
         "| measure (median) | detainer-watch | reader | ratio |",
         "|---|---:|---:|---:|",
@@ -791,13 +798,7 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
             ",.1f",
             "higher",
         ),
-        row(
-            "first poll: CPU s",
-            _median(ours, "first", "cpu_s"),
-            t and _median(t, "first", "cpu_s"),
-            ".2f",
-            "lower",
-        ),
+        first_median("first poll: CPU s", "cpu_s", ".2f"),
         row(
             "first poll: CPU s, main process",
             _median(ours, "first", "main_cpu_s"),
@@ -814,15 +815,13 @@ def table(ours: list[dict[str, Any]], ignorant: list[dict[str, Any]], theirs: li
         ),
         *(
             [
-                row(
+                first_median(
                     "first poll: MB written by the polling process (database, WAL, logs)",
-                    _median(ours, "first", "written_mb"),
-                    t and _median(t, "first", "written_mb"),
+                    "written_mb",
                     ",.0f",
-                    "lower",
                 )
             ]
-            if written
+            if _have_written([*ours, *(theirs or [])])
             else []
         ),
         row(
@@ -889,7 +888,7 @@ def comparison(
         f"{both('tree_pss_mb', fmt='.0f')}"
         + (
             f"; first poll MB written {both('first', 'written_mb', fmt='.0f')}"
-            if all("written_mb" in run["first"] for run in (*ours, *other))
+            if _have_written([*ours, *other])
             else ""
         )
     )

@@ -237,6 +237,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             cfg["http.host"],
             cfg["http.port"],
         )
+        _stop_serving_on_sigterm(server)
         _reload_rules_on_sighup(cfg, parts.poller)
         freeze_startup_heap()
         scheduler.start()
@@ -249,6 +250,25 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             scheduler.shutdown()
     log.info("stopped")
     return 0
+
+
+def _stop_serving_on_sigterm(server: Any) -> None:
+    """Make SIGTERM (``docker stop``, systemd) end ``run``'s serving, not the process.
+
+    uvicorn handles SIGINT and SIGTERM while it serves, and once it has stopped it raises
+    the signal again under the handlers it found. With SIGTERM's default handler that
+    killed the process right there: the scheduler was never shut down (polls and deliveries
+    in flight cut off, their leases held until they ran out), ``run`` exited 143 instead
+    of 0, and the parse processes' semaphores were left to multiprocessing's resource
+    tracker ("leaked semaphore objects" at exit). With this handler the re-raised SIGTERM
+    is a no-op and the stopping in ``cmd_run`` runs, as for ``worker``. A SIGTERM that
+    comes before uvicorn has taken the signal over asks it to stop as soon as it starts."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _scheduler(cfg: Config, parts: Parts) -> Any:

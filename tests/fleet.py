@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import REPO, RULES
+from tests.conftest import REPO, RULES, free_port
 from tests.receiver import WebhookReceiver
 from tests.seedfeed import rss
 from tests.servers import FeedServer
@@ -140,14 +140,18 @@ timeout = "2s"
 
     # ------------------------------------------------------------ processes
 
-    def start(self, n: int) -> None:
+    def start(self, n: int, command: str = "worker") -> None:
+        """Start ``n`` processes of ``command``: ``worker``, or ``run`` (scheduler and API in
+        one, each on a free port of 127.0.0.1)."""
         for _ in range(n):
-            log = self.tmp / f"worker{len(self.procs)}.log"
+            log = self.tmp / f"{command}{len(self.procs)}.log"
             env = {**os.environ, "FLEET_SECRET": SECRET}
+            if command == "run":
+                env["DW_HTTP_PORT"] = str(free_port())
             with log.open("ab") as out:
                 self.procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "service", "--config", str(self.config), "worker"],
+                        [sys.executable, "-m", "service", "--config", str(self.config), command],
                         cwd=REPO,
                         env=env,
                         stdout=out,

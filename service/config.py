@@ -94,6 +94,7 @@ class Setting:
     default: Any
     help: str
     env_only: bool = False  # secrets: never read from the file
+    zero_ok: bool = False  # a duration that may be 0 (a spacing of none)
 
     @property
     def name(self) -> str:
@@ -177,7 +178,9 @@ SETTINGS: tuple[Setting, ...] = (
         "per_host_delay",
         "duration",
         1.0,
-        "shortest time between the starts of two requests to one host",
+        "shortest time between the starts of two requests to one host; 0 means none (only "
+        "per_host_concurrency holds the host back)",
+        zero_ok=True,
     ),
     Setting(
         "polling",
@@ -343,7 +346,7 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
         if setting.type == "duration":
             if isinstance(raw, bool):
                 raise ValueError("expected a duration")
-            return parse_duration(raw)
+            return parse_duration(raw, allow_zero=setting.zero_ok)
     except (TypeError, ValueError) as e:
         raise ConfigError(
             where,

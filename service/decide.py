@@ -58,6 +58,11 @@ _DURATION_HELP = (
     "expected a positive number of seconds or a number with a unit s, m, h or d "
     "(like '90s', '15m', '2h', '1d' or '1h30m')"
 )
+# The same for a duration that may be zero (``parse_duration(..., allow_zero=True)``).
+_DURATION_OR_ZERO_HELP = (
+    "expected 0, a positive number of seconds or a number with a unit s, m, h or d "
+    "(like '0s', '90s', '15m', '2h', '1d' or '1h30m')"
+)
 
 
 def _require_aware(now: datetime) -> None:
@@ -261,14 +266,16 @@ def disable_reason(
     )
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: str | int | float, *, allow_zero: bool = False) -> float:
     """Seconds in a duration: a number of seconds (``90``, ``"90"``, ``2.5``) or numbers
     with units ``s``, ``m``, ``h``, ``d`` (``"90s"``, ``"15m"``, ``"2h"``, ``"1h30m"``).
+    Positive, or with ``allow_zero`` also zero (``0``, ``"0s"``: a spacing that may be none).
 
     Raises ``ValueError`` naming the bad value and the accepted forms.
     """
+    help_text = _DURATION_OR_ZERO_HELP if allow_zero else _DURATION_HELP
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}")
+        raise ValueError(f"invalid duration {value!r}: {help_text}")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -277,15 +284,15 @@ def parse_duration(value: str | int | float) -> float:
             seconds = float(text)
         except ValueError:
             if not text or not _DURATION_WHOLE.fullmatch(text):
-                raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}") from None
+                raise ValueError(f"invalid duration {value!r}: {help_text}") from None
             seconds = sum(
                 float(number) * DURATION_UNITS[unit.lower()]
                 for number, unit in _DURATION_PART.findall(text)
             )
     else:
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}")
+        raise ValueError(f"invalid duration {value!r}: {help_text}")
+    if not (math.isfinite(seconds) and (seconds > 0 or (allow_zero and seconds == 0))):
+        raise ValueError(f"invalid duration {value!r}: {help_text}")
     return seconds
 
 

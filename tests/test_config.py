@@ -76,6 +76,16 @@ def test_durations_and_feed_intervals(tmp_path: Path) -> None:
     assert cfg.feeds[0].interval_s == 90
 
 
+@pytest.mark.parametrize("raw", ["0", '"0s"', "0.0"])
+def test_per_host_delay_may_be_zero(tmp_path: Path, raw: str) -> None:
+    # No spacing between requests to one host (a mirror, an aggregator one trusts); only
+    # per_host_concurrency then holds the host back. Other durations stay positive.
+    cfg = load_config(write(tmp_path, f"[polling]\nper_host_delay = {raw}\n"), env={})
+    assert cfg["polling.per_host_delay"] == 0
+    env = load_config(write(tmp_path, ""), env={"DW_POLLING_PER_HOST_DELAY": "0s"})
+    assert env["polling.per_host_delay"] == 0
+
+
 def test_webhook_secret_from_environment(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -93,6 +103,8 @@ BAD_CONFIGS = [
     ("[pollng]\ninterval = 5\n", "pollng", "known sections"),
     ("[polling]\nintervall = 5\n", "polling.intervall", "known keys"),
     ('[polling]\ninterval = "soon"\n', "polling.interval", "duration"),
+    ('[polling]\ninterval = "0s"\n', "polling.interval", "duration"),  # only spacings may be 0
+    ("[polling]\nper_host_delay = -1\n", "polling.per_host_delay", "duration"),
     ('[http]\nport = "eighty"\n', "http.port", "int"),
     ("[http]\nport = 70000\n", "http.port", "65535"),
     ("[polling]\nparse_processes = -1\n", "polling.parse_processes", "such as 0"),

@@ -148,6 +148,21 @@ def test_parse_duration_bad(value: object) -> None:
     assert "15m" in str(err.value)  # the message shows accepted forms
 
 
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(0, 0), (0.0, 0), ("0", 0), ("0s", 0), (" 0m ", 0), ("0h0m", 0), (2.5, 2.5), ("90s", 90)],
+)
+def test_parse_duration_may_be_zero_where_allowed(value: str | float, seconds: float) -> None:
+    assert parse_duration(value, allow_zero=True) == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", -0.5, "-5m", "", "nan", "inf", True, "soon"])
+def test_parse_duration_allowing_zero_still_refuses_the_rest(value: object) -> None:
+    with pytest.raises(ValueError, match="invalid duration") as err:
+        parse_duration(value, allow_zero=True)  # type: ignore[arg-type]
+    assert "'0s'" in str(err.value)  # the message says zero is allowed here
+
+
 def article(guid: str, digest: str) -> Article:
     return Article(
         url=f"https://example.org/{guid}",

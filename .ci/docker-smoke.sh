@@ -14,7 +14,8 @@
 #      the host does (see "pip" below),
 #   5. runs the container with a named volume on /data, waits until /healthz answers 200 and
 #      Docker's own HEALTHCHECK reports healthy, checks the process is not root and the SQLite
-#      file lies on /data, prints the container's logs, and removes the container and volume.
+#      file lies on /data, prints the container's logs, stops it with `docker stop` (it must
+#      log "stopped" and exit 0), and removes the container and volume.
 # It exits non-zero on any failure. Safe to run again: it reuses installed packages, a running
 # dockerd, the base image and Docker's layer cache. The whole run is bounded by SMOKE_TIMEOUT.
 #
@@ -311,6 +312,16 @@ run_app() {
   fi
   echo "database: $($DOCKER exec "$NAME" ls -la /data | tail -n +2 | awk '{print $NF, $5}' | grep -v '^\.' | tr '\n' ' ')"
   echo "OK: container serves HTTP on $url"
+  # docker stop sends SIGTERM: the service shuts its scheduler down, logs "stopped", exits 0
+  local code
+  $DOCKER stop -t 30 "$NAME" >/dev/null
+  code=$($DOCKER inspect -f '{{.State.ExitCode}}' "$NAME")
+  if [ "$code" != 0 ] || ! $DOCKER logs "$NAME" 2>&1 | tail -3 | grep -q "INFO service: stopped"; then
+    echo "FAIL: docker stop: exit code $code (want 0 after \"stopped\" in the log)" >&2
+    $DOCKER logs "$NAME" 2>&1 | tail -10 >&2
+    return 1
+  fi
+  echo "OK: docker stop: the service stopped cleanly (exit 0)"
 }
 
 step "install packages";  timed install_packages

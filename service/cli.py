@@ -271,6 +271,22 @@ def _stop_serving_on_sigterm(server: Any) -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """``api``'s SIGTERM ends the process with exit code 0, as with ``--workers N``.
+
+    A single-process uvicorn raises the SIGTERM it handled again once it has stopped
+    serving (see ``_stop_serving_on_sigterm``); under SIGTERM's default handler ``api``
+    then died of the signal (exit 143) where ``--workers 2`` exited 0. This handler ends
+    the process with ``SystemExit(0)`` instead, which also covers a SIGTERM that comes
+    before uvicorn has taken the signal over."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _scheduler(cfg: Config, parts: Parts) -> Any:
     """The scheduler of ``run`` and ``worker``, counting its polls and deliveries on its own
     ``ServiceMetrics`` (``scheduler.metrics``)."""
@@ -376,6 +392,7 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
         args.workers,
         "" if args.workers == 1 else "es",
     )
+    _exit_cleanly_on_sigterm()
     uvicorn.run(
         "service.api.factory:create_app_from_env",
         factory=True,

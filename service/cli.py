@@ -521,13 +521,6 @@ def cmd_eval(cfg: Config | None, args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    d = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
-
-
 def cmd_hits(cfg: Config, args: argparse.Namespace) -> int:
     from service.cli_hits import print_hits
 
@@ -579,9 +572,10 @@ def cmd_feeds(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rematch(cfg: Config, args: argparse.Namespace) -> int:
+    from service.cli_hits import parse_when
     from service.rematch import rematch
 
-    since = _parse_when(args.since)
+    since = parse_when("--since", args.since)  # a bad date: "error: --since: ...", exit 1
     matcher = load_matcher(cfg, args.rules)
     with build(cfg, pipeline=False) as parts:
         report = rematch(parts.storage, matcher, utc_now, since, deliver=args.deliver)

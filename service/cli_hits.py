@@ -34,7 +34,9 @@ def add_hit_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", type=float)
 
 
-def _when(name: str, value: str | None) -> datetime | None:
+def parse_when(name: str, value: str | None) -> datetime | None:
+    """The UTC moment of a command's date option ``name`` (ISO; no zone means UTC), or a
+    ``QueryError`` that names the option and shows the form."""
     if value is None:
         return None
     try:
@@ -52,8 +54,8 @@ def query_from_args(args: argparse.Namespace) -> HitQuery:
         state=args.state,
         feed=args.feed,
         source=args.source,
-        since=_when("--since", args.since),
-        until=_when("--until", args.until),
+        since=parse_when("--since", args.since),
+        until=parse_when("--until", args.until),
         min_score=args.min_score,
         q=args.q,
         sort=getattr(args, "sort", "newest"),

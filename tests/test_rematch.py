@@ -8,6 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from service.cli import main
 from service.config import WebhookConfig
 from service.match import Matcher
 from service.rematch import rematch
@@ -116,3 +119,26 @@ def test_rematch_command(tmp_path: Path) -> None:
     assert "new hits: 1" in out.stdout
     assert "no longer flag: 1" in out.stdout
     assert "--deliver" in out.stdout
+
+
+@pytest.mark.parametrize("since", ["2026-13-01", "yesterday"])
+def test_rematch_with_a_bad_date_says_so_and_changes_nothing(
+    tmp_path: Path, since: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "dw.db"
+    engine = make_engine(f"sqlite:///{db}")
+    migrate(engine)
+    fill(Storage(engine))
+    engine.dispose()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{db}"\n[matcher]\nrules = "{RULES}"\n', encoding="utf-8"
+    )
+    # "2026-13-01" raised a traceback (month must be in 1..12) instead of an error line.
+    assert main(["--config", str(config), "rematch", "--since", since]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --since:") and "2025-01-31" in err, err
+    assert "Traceback" not in err
+    storage = Storage(make_engine(f"sqlite:///{db}"))
+    assert storage.count_hits() == 1  # as filled: nothing re-matched
+    storage.close()

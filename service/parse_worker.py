@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
+from service.discover import feed_links, is_html
 from service.errors import ParseError
 from service.heap import release_free_heap
 from service.match.prefilter import Prefilter
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 # Processes that parse: one per core. The fetch threads and the storing thread of the main
 # process mostly wait on sockets and SQLite, so they do not need a core of their own.
 DEFAULT_PARSE_PROCESSES = os.cpu_count() or 1
+
+# How much of an HTML page is searched for the feeds it announces, when a feed's URL gave a
+# page: they are <link>s in its <head>, and the rest of a page of up to polling.max_bytes
+# would only cost time.
+PAGE_HINT_BYTES = 256 * 1024
 
 # Times a document is handed to a set of worker processes before it is given up on, when
 # each time a worker dies (killed, out of memory, a crash in C code) before it is parsed.
@@ -66,9 +72,10 @@ def parse_document(
     try:
         parsed = parse_feed(body, headers, url)
     except ParseError as e:
-        return ParsedDocument(None, (), (), f"malformed feed: {e}")
+        return ParsedDocument(None, (), (), not_a_feed(f"malformed feed: {e}", body, headers, url))
     if parsed.bozo_error and not parsed.entries:
-        return ParsedDocument(None, (), (), f"malformed feed: {parsed.bozo_error}")
+        error = f"malformed feed: {parsed.bozo_error}"
+        return ParsedDocument(None, (), (), not_a_feed(error, body, headers, url))
     articles = tuple(normalize_entry(entry, parsed.title, url) for entry in parsed.entries)
     prints = tuple(article_fingerprint(a) for a in articles)
     anchored = (
@@ -77,6 +84,24 @@ def parse_document(
         else tuple(prefilter.holds_anchor(a.title, a.summary, a.text) for a in articles)
     )
     return ParsedDocument(replace(parsed, entries=()), articles, prints, None, anchored)
+
+
+def not_a_feed(error: str, body: bytes, headers: Mapping[str, str], url: str) -> str:
+    """``error`` for a document that is no feed, said first what to do when it is an HTML
+    page: a site's address given where its feed's belongs is the usual cause, and the feed
+    the page announces (``discover``) is the fix (shown in ``feeds list`` and the API)."""
+    if not is_html(body, headers):
+        return error
+    links = feed_links(body[:PAGE_HINT_BYTES], url)
+    if not links:
+        return (
+            "an HTML page, not a feed, that announces no feed (a site's page given for its "
+            f"feed, or a login, error or bot-check page) ({error})"
+        )
+    return (
+        f"an HTML page, not a feed: it announces the feed {links[0]}; add that URL instead "
+        f"(`detainer-watch feeds add` finds it from the page's) ({error})"
+    )
 
 
 @functools.lru_cache(maxsize=1)

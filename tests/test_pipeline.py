@@ -90,6 +90,39 @@ def test_one_bad_feed_does_not_stop_the_pass(
     assert storage.due_feeds(clock.now) == []
 
 
+# A site's page given where its feed's URL belongs (the usual mistake), and a page that
+# announces no feed (a login or bot-check page served at a feed's URL).
+SITE_PAGE = (
+    b'<!doctype html><html><head><title>News</title><link rel="alternate" '
+    b'type="application/rss+xml" title="RSS" href="/feeds/all.xml"></head><body>Hi</body></html>'
+)
+CHALLENGE_PAGE = b"<!doctype html><html><head><title>Just a moment...</title></head></html>"
+
+
+def test_an_html_page_for_a_feed_says_which_feed_it_announces(
+    storage: Storage, poller: tuple[Poller, Clock]
+) -> None:
+    p, _ = poller
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    with FeedServer() as srv:
+        srv.route("/site/", body=SITE_PAGE, headers=html)
+        srv.route("/check.xml", body=CHALLENGE_PAGE, headers=html)
+        srv.route("/seed.xml", body=seed_feed())
+        for path in ("/site/", "/check.xml", "/seed.xml"):
+            storage.add_feed(srv.url(path), T0)
+        reports = {r.feed_url: r for r in p.poll()}
+        site, check = reports[srv.url("/site/")], reports[srv.url("/check.xml")]
+        assert reports[srv.url("/seed.xml")].hits == 1
+        announced = srv.url("/feeds/all.xml")
+    assert site.status is FetchStatus.ERROR and check.status is FetchStatus.ERROR
+    hint = f"an HTML page, not a feed: it announces the feed {announced}; add that URL instead"
+    assert (site.error or "").startswith(hint)
+    assert "announces no feed" in (check.error or "") and "bot-check" in (check.error or "")
+    feeds = {f.url: f for f in storage.list_feeds()}
+    assert feeds[srv.url("/site/")].last_error == site.error  # what feeds list and the API show
+    assert feeds[srv.url("/site/")].error_count == 1
+
+
 def _poison(title: str) -> None:
     if "Poison pill" in title:
         raise RuntimeError("a bug met on this feed's input")

@@ -1,7 +1,8 @@
 """The CPU-bound middle of a poll: feed bytes -> parsed feed, articles and fingerprints.
 
 Pure, and light to import (feedparser, ``parse``, ``normalize``, ``stories``, the matcher's
-prefilter; no HTTP client, no database), because it runs in worker processes: feedparser,
+prefilter, ``discover`` for the error of an HTML page; no HTTP client, no database), because
+it runs in worker processes: feedparser,
 HTML-to-text and shingling are pure Python and hold the GIL, so threads cannot spread them
 over cores while processes can (bench/bench_poll.py measures both). ``ParsePool`` owns those
 processes. This module does not fetch, decide what is new or store anything (``pipeline``

@@ -29,6 +29,7 @@ from service.alerts.subscription import (
 )
 from service.decide import parse_duration
 from service.errors import ConfigError
+from service.normalize import feed_url
 
 __all__ = [
     "DEFAULT_PARSE_NICE",
@@ -380,7 +381,8 @@ def _feeds(file: str, raw: Any, allow_private: bool) -> tuple[FeedConfig, ...]:
                 )
         if "url" not in item:
             raise ConfigError(file, f"{where}.url", "missing", 'every [[feeds]] needs url = "..."')
-        url = check_target_url(file, f"{where}.url", item["url"], allow_private)
+        # Normalised as the database stores feeds, so two spellings of one URL are caught here.
+        url = feed_url(check_target_url(file, f"{where}.url", item["url"], allow_private))
         if url in seen:
             raise ConfigError(file, f"{where}.url", f"{url} is listed twice", "remove one")
         seen.add(url)

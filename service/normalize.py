@@ -234,6 +234,25 @@ def _canonical_netloc(scheme: str, netloc: str) -> str:
     return f"{userinfo}{at}{host}{':' + port if port else ''}"
 
 
+def feed_url(url: str) -> str:
+    """A feed's URL as stored and compared: surrounding space stripped, scheme and host in
+    lower case, the default port, an empty path's missing "/" and any fragment settled; path
+    and query as given (a server may tell their case and order apart). So
+    "HTTP://Example.ORG:80/rss#top" and "http://example.org/rss" are one feed, polled once.
+    Anything that is not an http(s) URL comes back stripped, for the caller's own check."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # a malformed IPv6 literal: the caller refuses it
+        return text
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.netloc:
+        return text
+    netloc = _canonical_netloc(scheme, parts.netloc)
+    # Stripped again: with the fragment gone, space before it would now end the URL.
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")).strip()
+
+
 def _is_tracking(name: str) -> bool:
     lowered = name.lower()
     return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PARAM_PREFIXES)

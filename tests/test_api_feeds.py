@@ -42,6 +42,11 @@ def test_add_list_conflict_and_delete(storage: Storage) -> None:
 
         again = client.post("/api/v1/feeds", json=body, headers=AUTH)
         assert again.status_code == 409 and f"feed {feed['id']}" in again.json()["error"]
+        # The same feed spelled otherwise (scheme and host case, default port): still 409.
+        spelled = client.post(
+            "/api/v1/feeds", json={"url": "HTTP://127.0.0.1:9/feed.xml#x"}, headers=AUTH
+        )
+        assert spelled.status_code == 409 and f"feed {feed['id']}" in spelled.json()["error"]
 
         listed = client.get("/api/v1/feeds", headers=AUTH).json()["items"]
         assert [f["id"] for f in listed] == [feed["id"]]

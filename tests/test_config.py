@@ -123,6 +123,11 @@ BAD_CONFIGS = [
     ('[polling]\nmin_interval = "2h"\nmax_interval = "1h"\n', "polling.min_interval", "<="),
     ('[[feeds]]\nname = "no url"\n', "feeds[0].url", "url ="),
     ('[[feeds]]\nurl = "ftp://x.example/feed"\n', "feeds[0].url", "https://"),
+    (  # two spellings of one URL (the database stores feed URLs normalised)
+        '[[feeds]]\nurl = "https://a.example/f"\n[[feeds]]\nurl = "HTTPS://A.example:443/f"\n',
+        "feeds[1].url",
+        "remove one",
+    ),
     (f'[matcher]\nrules = "{"r" * 400}"\n', "matcher.rules", "rules TOML"),  # OSError: too long
     ('[matcher]\nrules = "a\\u0000b"\n', "matcher.rules", "rules TOML"),  # ValueError: NUL
     ('[[feeds]]\nurl = "http://[::1/feed"\n', "feeds[0].url", "https://"),  # urlsplit raised

@@ -202,6 +202,17 @@ def test_feeds_import_and_export(tmp_path: Path) -> None:
     assert "3 added, 0 already present, 0 refused" in out.stdout
     again = dw("feeds", "import", str(opml), config=cfg)
     assert "0 added, 3 already present" in again.stdout
+    # The same feeds spelled otherwise (another reader's export): still already present.
+    shouting = tmp_path / "shouting.opml"
+    shouting.write_bytes(
+        READER_EXPORT.replace(b"https://documentedny.com", b"HTTPS://DocumentedNY.com:443")
+    )
+    assert b"DocumentedNY" in shouting.read_bytes()
+    spelled = dw("feeds", "import", str(shouting), config=cfg)
+    assert "0 added, 3 already present" in spelled.stdout, spelled.stdout
+    removed = dw("feeds", "remove", "HTTPS://DOCUMENTEDNY.COM/feed/", config=cfg)
+    assert removed.returncode == 0 and "documentedny.com/feed/" in removed.stdout
+    assert dw("feeds", "add", "https://documentedny.com/feed/", config=cfg).returncode == 0
     assert [f["name"] for f in listed(cfg)] == ["Documented NY", "Border Report", "No name given"]
 
     exported = dw("feeds", "export", config=cfg)

@@ -20,6 +20,7 @@ from service.normalize import (
     _html_pass_plain,
     canonical_url,
     content_hash,
+    feed_url,
     html_to_text,
     normalize_entry,
     strip_source_suffix,
@@ -142,6 +143,31 @@ URLISH = st.builds(
 def test_canonical_url_is_idempotent(url: str) -> None:
     once = canonical_url(url)
     assert canonical_url(once) == once
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("HTTP://Example.ORG:80/rss#top", "http://example.org/rss"),
+        ("https://EXAMPLE.org:443/a/B?x=1&Y=2", "https://example.org/a/B?x=1&Y=2"),
+        ("http://example.org", "http://example.org/"),
+        ("  http://127.0.0.1:18081/a.xml\n", "http://127.0.0.1:18081/a.xml"),
+        ("http://[::1]:8080/feed", "http://[::1]:8080/feed"),
+        ("http://user:PW@Host.COM/x", "http://user:PW@host.com/x"),  # userinfo keeps its case
+        ("https://news.google.com/rss/search?q=ICE+detainer&hl=en-US", None),  # unchanged
+        ("http://example.org/Feed.XML?utm_source=x", None),  # no tracking stripped: a feed URL
+        ("ftp://example.org/feed", None),  # not http(s): left to the caller's check
+        ("http://[::1/feed", None),  # malformed: left to the caller's check
+    ],
+)
+def test_feed_url_settles_scheme_host_port_and_fragment(url: str, stored: str | None) -> None:
+    assert feed_url(url) == (url.strip() if stored is None else stored)
+
+
+@given(st.one_of(URLISH, st.text()))
+def test_feed_url_is_idempotent(url: str) -> None:
+    once = feed_url(url)
+    assert feed_url(once) == once
 
 
 @given(URLISH)

@@ -20,6 +20,7 @@ from service.config import (
     DEFAULT_SQLITE_CACHE_MB,
     DEFAULT_SQLITE_CHECKPOINT_MB,
     MAX_SQLITE_MB,
+    FeedConfig,
     WebhookConfig,
     load_config,
 )
@@ -144,6 +145,43 @@ def test_known_guid_and_story_are_not_stored_or_alerted_twice(store: Storage) ->
     wire = article(7, url="https://elsewhere.example/7", body="1")
     assert store.record_poll(poll_update(b.id), [NewArticle(wire, match())], NOW) == []
     assert store.count_hits() == 1
+
+
+def test_one_feed_however_its_url_is_spelled(store: Storage) -> None:
+    # Scheme and host in any case, the default port, a fragment: one feed, polled once.
+    feed, created = store.add_feed("http://example.org/rss", NOW)
+    assert created
+    spellings = (
+        "HTTP://Example.ORG:80/rss",
+        "http://example.org/rss#top",
+        " http://EXAMPLE.org/rss ",
+    )
+    for spelling in spellings:
+        again, created = store.add_feed(spelling, NOW)
+        assert (again.id, created) == (feed.id, False), spelling
+    found = store.get_feed("HTTP://EXAMPLE.ORG/rss")
+    assert found is not None and found.id == feed.id
+    removed = store.remove_feed("http://Example.org:80/rss")
+    assert removed is not None and removed.id == feed.id
+    assert [f.url for f in store.list_feeds(include_removed=True)] == ["http://example.org/rss"]
+
+
+def test_feeds_stored_before_normalising_are_found_and_not_doubled(store: Storage) -> None:
+    # A row written as typed by an earlier release: named, re-added and synced from the
+    # config in either spelling, it stays the one feed.
+    with store._session() as s:  # the old form can only be written past add_feed
+        s.execute(
+            text(
+                "INSERT INTO feeds (url, origin, enabled, error_count, last_new_items) "
+                "VALUES ('HTTP://Old.example/rss', 'user', true, 0, 0)"
+            )
+        )
+    (old,) = store.list_feeds()
+    assert store.get_feed("HTTP://Old.example/rss") is not None
+    again, created = store.add_feed("HTTP://Old.example/rss", NOW)
+    assert (again.id, created) == (old.id, False)
+    store.sync_config_feeds([FeedConfig(url="http://old.example/rss")], NOW)
+    assert [f.id for f in store.list_feeds()] == [old.id]
 
 
 def test_error_poll_keeps_validators_and_counts(store: Storage) -> None:

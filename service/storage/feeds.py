@@ -11,6 +11,7 @@ from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
 from service.config import FeedConfig
+from service.normalize import feed_url
 from service.storage.base import StoreBase, _feed_record
 from service.storage.stories import _in_rows
 from service.storage.tables import (
@@ -84,9 +85,14 @@ class FeedStore(StoreBase):
 
     def _sync_config_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
         with self._session() as s:
-            existing = {r.url: r for r in s.exec(select(FeedRow)).all()}
+            # Rows stored before feed URLs were normalised are found by either form, so a
+            # config URL in another case or with ":80" does not add the feed a second time.
+            existing: dict[str, FeedRow] = {}
+            for r in s.exec(select(FeedRow)).all():
+                existing[r.url] = r
+                existing.setdefault(feed_url(r.url), r)
             for f in feeds:
-                row = existing.get(f.url)
+                row = existing.get(f.url) or existing.get(feed_url(f.url))
                 if row is None:
                     s.add(
                         FeedRow(
@@ -106,10 +112,14 @@ class FeedStore(StoreBase):
     def add_feed(
         self, url: str, now: datetime, name: str | None = None, interval_s: float | None = None
     ) -> tuple[FeedRecord, bool]:
-        """Add a feed (due now). Returns the feed and whether it was new; a feed that was
-        removed before comes back (enabled, due now, its history kept) and counts as new."""
+        """Add a feed (due now), its URL normalised (``normalize.feed_url``: one feed however
+        its scheme and host are cased). Returns the feed and whether it was new; a feed that
+        was removed before comes back (enabled, due now, its history kept) and counts as new."""
+        given, url = url.strip(), feed_url(url)
         with self._session() as s:
-            row = s.exec(select(FeedRow).where(FeedRow.url == url)).first()
+            # The normalised form first; a row stored as given before normalising also counts.
+            rows = s.exec(select(FeedRow).where(col(FeedRow.url).in_({url, given}))).all()
+            row = next((r for r in rows if r.url == url), rows[0] if rows else None)
             if row is not None and row.disabled_reason == "removed":
                 row.enabled, row.disabled_reason, row.disabled_at = True, None, None
                 row.name = name or row.name

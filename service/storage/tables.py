@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
+
+from service.normalize import feed_url
 
 
 def _utc_column(nullable: bool = True, index: bool = False) -> Any:
@@ -55,7 +57,8 @@ def feed_named(url_or_id: str) -> Any:
     (``str.isdigit`` alone takes "¹", which ``int`` refuses), anything else a URL."""
     if url_or_id.isascii() and url_or_id.isdigit():
         return FeedRow.id == int(url_or_id)
-    return FeedRow.url == url_or_id
+    # As given, or normalised as feeds are stored ("HTTP://Example.org/rss" names the feed).
+    return col(FeedRow.url).in_({url_or_id, feed_url(url_or_id)})
 
 
 class StoryRow(SQLModel, table=True):

@@ -513,6 +513,9 @@ def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None
     )
     moved = store.get_feed(str(old.id))
     assert moved is not None and moved.url == "https://a.example/new"
+    # A move to the URL it has, spelled otherwise, is no move.
+    store.update_feed(replace(poll_update(old.id), moved_to="https://A.EXAMPLE/new#x"))
+    assert (store.get_feed(str(old.id)) or moved).url == "https://a.example/new"
     assert moved.items_per_hour == 2.5 and moved.failing_since is None
     failing = replace(
         poll_update(old.id),
@@ -523,8 +526,8 @@ def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None
     )
     store.update_feed(failing)
     assert (store.get_feed(str(old.id)) or moved).failing_since == later
-    # A move onto a URL another feed has disables the duplicate instead.
-    store.update_feed(replace(poll_update(old.id), moved_to=taken.url))
+    # A move onto a URL another feed has (in any spelling) disables the duplicate instead.
+    store.update_feed(replace(poll_update(old.id), moved_to="HTTPS://A.example:443/taken"))
     duplicate = store.get_feed(str(old.id))
     assert duplicate is not None and not duplicate.enabled
     assert duplicate.url == "https://a.example/new"

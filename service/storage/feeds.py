@@ -256,7 +256,14 @@ class FeedStore(StoreBase):
         one is a duplicate and is disabled instead (URLs are unique)."""
         s = object_session(feed)
         assert s is not None, "a feed row being updated belongs to a session"
-        other = s.execute(select(FeedRow.id).where(FeedRow.url == url)).first()
+        given, url = url, feed_url(url)  # stored normalised, as add_feed stores it
+        if url == feed.url:
+            return
+        other = s.execute(
+            select(FeedRow.id)
+            .where(col(FeedRow.url).in_({url, given}))
+            .where(FeedRow.id != feed.id)
+        ).first()
         if other is None:
             feed.url = url
             return

@@ -17,6 +17,7 @@ from service.storage.stories import _in_rows
 from service.storage.tables import (
     FeedRow,
     feed_named,
+    feed_url_is,
 )
 from service.types import (
     FeedRecord,
@@ -92,11 +93,12 @@ class FeedStore(StoreBase):
                 existing[r.url] = r
                 existing.setdefault(feed_url(r.url), r)
             for f in feeds:
-                row = existing.get(f.url) or existing.get(feed_url(f.url))
+                url = feed_url(f.url)  # config's feeds are normalised already; stored so
+                row = existing.get(url)
                 if row is None:
                     s.add(
                         FeedRow(
-                            url=f.url,
+                            url=url,
                             name=f.name,
                             origin="config",
                             interval_s=f.interval_s,
@@ -115,10 +117,10 @@ class FeedStore(StoreBase):
         """Add a feed (due now), its URL normalised (``normalize.feed_url``: one feed however
         its scheme and host are cased). Returns the feed and whether it was new; a feed that
         was removed before comes back (enabled, due now, its history kept) and counts as new."""
-        given, url = url.strip(), feed_url(url)
+        raw, url = url, feed_url(url)
         with self._session() as s:
             # The normalised form first; a row stored as given before normalising also counts.
-            rows = s.exec(select(FeedRow).where(col(FeedRow.url).in_({url, given}))).all()
+            rows = s.exec(select(FeedRow).where(feed_url_is(raw))).all()
             row = next((r for r in rows if r.url == url), rows[0] if rows else None)
             if row is not None and row.disabled_reason == "removed":
                 row.enabled, row.disabled_reason, row.disabled_at = True, None, None
@@ -256,13 +258,11 @@ class FeedStore(StoreBase):
         one is a duplicate and is disabled instead (URLs are unique)."""
         s = object_session(feed)
         assert s is not None, "a feed row being updated belongs to a session"
-        given, url = url, feed_url(url)  # stored normalised, as add_feed stores it
+        raw, url = url, feed_url(url)  # stored normalised, as add_feed stores it
         if url == feed.url:
             return
         other = s.execute(
-            select(FeedRow.id)
-            .where(col(FeedRow.url).in_({url, given}))
-            .where(FeedRow.id != feed.id)
+            select(FeedRow.id).where(feed_url_is(raw)).where(FeedRow.id != feed.id)
         ).first()
         if other is None:
             feed.url = url

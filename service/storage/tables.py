@@ -57,8 +57,14 @@ def feed_named(url_or_id: str) -> Any:
     (``str.isdigit`` alone takes "¹", which ``int`` refuses), anything else a URL."""
     if url_or_id.isascii() and url_or_id.isdigit():
         return FeedRow.id == int(url_or_id)
-    # As given, or normalised as feeds are stored ("HTTP://Example.org/rss" names the feed).
-    return col(FeedRow.url).in_({url_or_id, feed_url(url_or_id)})
+    return feed_url_is(url_or_id)
+
+
+def feed_url_is(url: str) -> Any:
+    """The clause for the feed with this URL: normalised as feeds are stored
+    (``normalize.feed_url``: "HTTP://Example.org/rss" names the feed), or as given, which
+    finds a row stored before feed URLs were normalised."""
+    return col(FeedRow.url).in_({url.strip(), feed_url(url)})
 
 
 class StoryRow(SQLModel, table=True):

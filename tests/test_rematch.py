@@ -88,7 +88,8 @@ def test_rematch_deliver_and_since(storage: Storage) -> None:
     ] == report.new_hits
 
 
-def test_rematch_command(tmp_path: Path) -> None:
+def filled_config(tmp_path: Path) -> tuple[Path, Path]:
+    """A config file and its migrated SQLite database, filled (``fill``)."""
     db = tmp_path / "dw.db"
     engine = make_engine(f"sqlite:///{db}")
     migrate(engine)
@@ -98,6 +99,11 @@ def test_rematch_command(tmp_path: Path) -> None:
     config.write_text(
         f'[database]\nurl = "sqlite:///{db}"\n[matcher]\nrules = "{RULES}"\n', encoding="utf-8"
     )
+    return config, db
+
+
+def test_rematch_command(tmp_path: Path) -> None:
+    config, _ = filled_config(tmp_path)
     out = subprocess.run(
         [
             sys.executable,
@@ -125,15 +131,7 @@ def test_rematch_command(tmp_path: Path) -> None:
 def test_rematch_with_a_bad_date_says_so_and_changes_nothing(
     tmp_path: Path, since: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "dw.db"
-    engine = make_engine(f"sqlite:///{db}")
-    migrate(engine)
-    fill(Storage(engine))
-    engine.dispose()
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[database]\nurl = "sqlite:///{db}"\n[matcher]\nrules = "{RULES}"\n', encoding="utf-8"
-    )
+    config, db = filled_config(tmp_path)
     # "2026-13-01" raised a traceback (month must be in 1..12) instead of an error line.
     assert main(["--config", str(config), "rematch", "--since", since]) == 1
     err = capsys.readouterr().err

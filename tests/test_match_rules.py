@@ -60,7 +60,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.24"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.25"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
@@ -76,6 +76,12 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
         ("local_actor_bonus = 0.25", "", "scoring.local_actor_bonus"),
         ('kind = "local"', 'kind = "state"', "actors[0].kind"),
         ("window = 40", "window = -1", "senses.ice_agency.window"),
+        ('extends = "detainer"', 'extends = "nope"', "senses.detainer_bare.extends"),
+        (  # a cycle: sanctuary_others would extend sanctuary, which extends it
+            "[senses.sanctuary_others]\n",
+            '[senses.sanctuary_others]\nextends = "sanctuary"\n',
+            "senses.sanctuary.extends",  # where the loop closes: "... extends ... in turn"
+        ),
     ],
 )
 def test_bad_rules_name_the_key(tmp_path: Path, old: str, new: str, key: str) -> None:
@@ -84,6 +90,22 @@ def test_bad_rules_name_the_key(tmp_path: Path, old: str, new: str, key: str) ->
     assert err.value.key == key, str(err.value)
     assert err.value.file.endswith("rules.toml")
     assert str(err.value).startswith(str(tmp_path))
+
+
+def test_a_sense_that_extends_another_has_its_terms_too() -> None:
+    senses = load_lexicon(RULES).senses
+    # detainer_bare adds Marshals and probation holds to the detainer sense's evictions.
+    bare, detainer = senses["detainer_bare"], senses["detainer"]
+    assert bare.negative_near is not None and detainer.negative_near is not None
+    assert bare.negative_near.search("a probation detainer") and bare.negative_near.search(
+        "the landlord"
+    )
+    assert not detainer.negative_near.search("a probation detainer")
+    assert bare.require_item is not None and bare.require_item.search("ICE agents")
+    # Through two levels: sanctuary_policy extends sanctuary, which extends sanctuary_others.
+    policy = senses["sanctuary_policy"].negative_near
+    assert policy is not None
+    assert policy.search("a gun sanctuary") and policy.search("a marine sanctuary")
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

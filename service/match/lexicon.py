@@ -27,6 +27,8 @@ TOPICS = ("detainer", "sanctuary", "287g")
 FIELDS = ("title", "summary", "text")
 ACTOR_KINDS = ("local", "federal")
 REQUIREMENTS = ("local", "federal", "place")
+# A sense's term lists, in ``Sense``'s order; ``extends`` inherits all three.
+SENSE_LISTS = ("negative_near", "negative_item", "require_item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,21 +229,37 @@ def load_lexicon(path: Path) -> Lexicon:
         if m not in macros:
             raise pre.fail("anchored_macros", f"unknown macro {m!r}", "define it in [macros]")
 
-    senses: dict[str, Sense] = {}
     senses_r = r.sub("senses", {})
-    for sid in senses_r.table:
-        s = senses_r.sub(sid)
-        s.only("window", "negative_near", "negative_item", "require_item")
+    sense_readers = {sid: senses_r.sub(sid) for sid in senses_r.table}
+    own_lists: dict[str, dict[str, list[str]]] = {}
+    for sid, s in sense_readers.items():
+        s.only("extends", "window", *SENSE_LISTS)
+        own_lists[sid] = {name: s.strings(name, []) for name in SENSE_LISTS}
+
+    def sense_lists(sid: str, below: tuple[str, ...] = ()) -> dict[str, list[str]]:
+        """A sense's term lists: those of the sense it ``extends`` (and of the one that one
+        extends ...), then its own."""
+        s = sense_readers[sid]
+        parent: str | None = s.get("extends", str, None)
+        if parent is None:
+            return own_lists[sid]
+        if parent not in sense_readers:
+            raise s.fail("extends", f"unknown sense {parent!r}", f"define [senses.{parent}]")
+        if parent in (*below, sid):
+            raise s.fail("extends", f"{parent!r} extends {sid!r} in turn", "break the cycle")
+        inherited = sense_lists(parent, (*below, sid))
+        return {name: inherited[name] + own_lists[sid][name] for name in SENSE_LISTS}
+
+    senses: dict[str, Sense] = {}
+    for sid, s in sense_readers.items():
         window = s.get("window", int)
         if not 0 <= window <= 500:
             raise s.fail("window", f"{window} is outside 0..500", "use a character count")
-        senses[sid] = Sense(
-            sid,
-            window,
-            opt_terms(s, "negative_near"),
-            opt_terms(s, "negative_item"),
-            opt_terms(s, "require_item"),
-        )
+        lists = sense_lists(sid)
+        compiled = [
+            compile_terms(s, name, lists[name]) if lists[name] else None for name in SENSE_LISTS
+        ]
+        senses[sid] = Sense(sid, window, *compiled)
 
     def sense_of(rd: _Reader) -> str | None:
         sense: str | None = rd.get("sense", str, None)

@@ -237,7 +237,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             cfg["http.host"],
             cfg["http.port"],
         )
-        _stop_serving_on_sigterm(server)
+        _on_sigterm(lambda: setattr(server, "should_exit", True))
         _reload_rules_on_sighup(cfg, parts.poller)
         freeze_startup_heap()
         scheduler.start()
@@ -252,39 +252,21 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_serving_on_sigterm(server: Any) -> None:
-    """Make SIGTERM (``docker stop``, systemd) end ``run``'s serving, not the process.
+def _on_sigterm(action: Callable[[], None]) -> None:
+    """Run ``action`` on SIGTERM (``docker stop``, systemd) instead of dying of the signal.
 
     uvicorn handles SIGINT and SIGTERM while it serves, and once it has stopped it raises
-    the signal again under the handlers it found. With SIGTERM's default handler that
-    killed the process right there: the scheduler was never shut down (polls and deliveries
-    in flight cut off, their leases held until they ran out), ``run`` exited 143 instead
-    of 0, and the parse processes' semaphores were left to multiprocessing's resource
-    tracker ("leaked semaphore objects" at exit). With this handler the re-raised SIGTERM
-    is a no-op and the stopping in ``cmd_run`` runs, as for ``worker``. A SIGTERM that
-    comes before uvicorn has taken the signal over asks it to stop as soon as it starts."""
+    the signal again under the handlers it found. Under SIGTERM's default handler the
+    process died right there, exit 143: ``run`` before its stopping ran (the scheduler
+    never shut down, polls and deliveries in flight cut off with their leases held, the
+    parse processes' semaphores left to multiprocessing's resource tracker, "leaked
+    semaphore objects"), and ``api`` with one process where ``--workers 2`` exited 0.
+    ``run`` asks uvicorn to stop serving (``server.should_exit``: the re-raised signal is
+    then a no-op, and one that comes before uvicorn has taken the signal over stops it as
+    soon as it starts); ``api`` exits 0."""
     import signal
 
-    def stop(_signum: int, _frame: object) -> None:
-        server.should_exit = True
-
-    signal.signal(signal.SIGTERM, stop)
-
-
-def _exit_cleanly_on_sigterm() -> None:
-    """``api``'s SIGTERM ends the process with exit code 0, as with ``--workers N``.
-
-    A single-process uvicorn raises the SIGTERM it handled again once it has stopped
-    serving (see ``_stop_serving_on_sigterm``); under SIGTERM's default handler ``api``
-    then died of the signal (exit 143) where ``--workers 2`` exited 0. This handler ends
-    the process with ``SystemExit(0)`` instead, which also covers a SIGTERM that comes
-    before uvicorn has taken the signal over."""
-    import signal
-
-    def stop(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: action())
 
 
 def _scheduler(cfg: Config, parts: Parts) -> Any:
@@ -392,7 +374,7 @@ def cmd_api(cfg: Config, args: argparse.Namespace) -> int:
         args.workers,
         "" if args.workers == 1 else "es",
     )
-    _exit_cleanly_on_sigterm()
+    _on_sigterm(lambda: sys.exit(0))
     uvicorn.run(
         "service.api.factory:create_app_from_env",
         factory=True,

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 
 from service.storage import make_engine, migrate
 from tests.conftest import REPO, RULES, free_port
+from tests.test_e2e import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -56,11 +56,9 @@ def test_sigterm_ends_the_api_with_exit_code_0(tmp_path: Path, workers: int) -> 
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 40
-        while not healthy(f"http://127.0.0.1:{port}/healthz"):
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_for(
+            "the API's /healthz", lambda: healthy(f"http://127.0.0.1:{port}/healthz"), proc=proc
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
         assert not healthy(f"http://127.0.0.1:{port}/healthz")

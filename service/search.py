@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 
 from service.errors import QueryError
+from service.match.lexicon import TOPICS
 
 # A search longer than this is not a search someone typed; FTS cost grows with terms.
 MAX_QUERY_CHARS = 500
@@ -172,6 +173,15 @@ def parse_query(query: str) -> Node:
     if len(query) > MAX_QUERY_CHARS:
         raise _fail(f"at most {MAX_QUERY_CHARS} characters")
     return _Parser(_tokens(query)).parse()
+
+
+def topic_filter(value: str) -> str:
+    """The topic a ``topic`` filter names (any case, spaces around ignored), or QueryError
+    naming the three: an unknown topic is a mistake to report, not a filter matching nothing."""
+    topic = value.strip().lower()
+    if topic not in TOPICS:
+        raise QueryError("topic", f"unknown topic {value!r}; use {', '.join(TOPICS)}")
+    return topic
 
 
 def to_fts5(node: Node) -> str:

@@ -109,7 +109,7 @@ def test_a_value_the_database_refuses_is_the_requests_error(pg_url: str) -> None
         _fill(storage, 1)
         try:
             with TestClient(create_app(storage)) as client:
-                for params in ({"source": "a\x00"}, {"topic": "\x00"}, {"feed": 2**70}):
+                for params in ({"source": "a\x00"}, {"event": "\x00"}, {"feed": 2**70}):
                     r = client.get("/api/v1/hits", params=params)
                     assert r.status_code == 400, (params, r.text)
                     assert r.json()["error"].startswith("the database refused a value: ")

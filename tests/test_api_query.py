@@ -93,6 +93,8 @@ def test_sort_cursor_and_filters(storage: Storage) -> None:
         ({"cursor": "12", "sort": "score"}, 422, "cursor:"),
         ({"q": '"unclosed'}, 400, "q:"),
         ({"q": "NOT texas", "format": "csv"}, 400, "q:"),
+        ({"topic": "ice"}, 422, "topic: unknown topic 'ice'; use detainer, sanctuary, 287g"),
+        ({"topic": "287", "format": "csv"}, 422, "topic:"),
     ],
 )
 def test_bad_parameters_are_named(
@@ -101,7 +103,7 @@ def test_bad_parameters_are_named(
     with TestClient(create_app(storage)) as client:
         r = client.get("/api/v1/hits", params=params)  # type: ignore[arg-type]
         assert r.status_code == status and r.json()["error"].startswith(names), r.text
-        if "q" in params:
+        if "q" in params or "topic" in params:
             s = client.get("/api/v1/stats", params=params)  # type: ignore[arg-type]
             assert s.status_code == status
 
@@ -116,6 +118,8 @@ def test_exports_stream_every_matching_row(storage: Storage) -> None:
         lines = client.get("/api/v1/hits", params={"format": "jsonl", "topic": "sanctuary"}).text
         hits = [json.loads(line) for line in lines.splitlines()]
         assert len(hits) == 207 and all(h["topics"] == ["sanctuary"] for h in hits)
+        upper = client.get("/api/v1/hits", params={"format": "jsonl", "topic": " Sanctuary"})
+        assert upper.text == lines  # topics in any case
         capped = client.get("/api/v1/hits", params={"format": "csv", "limit": 10, "sort": "score"})
         assert capped.headers["content-type"].startswith("text/csv")
         assert len(capped.text.splitlines()) == 11
@@ -192,6 +196,8 @@ def test_dashboard_pages_with_the_new_cursor_and_survives_bad_searches(storage: 
         assert bad.status_code == 200 and "closing quote" in bad.text
         stale = client.get("/", params={"cursor": "not-a-cursor"})
         assert stale.status_code == 200 and "cursor:" in stale.text
+        unknown = client.get("/", params={"topic": "ice"})
+        assert unknown.status_code == 200 and "unknown topic" in unknown.text
 
 
 def test_ids_too_large_for_the_database_are_422_not_500(storage: Storage) -> None:

@@ -51,4 +51,6 @@ def test_bad_query_exits_1_with_the_parameter_named(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     out = dw("hits", "--q", "NOT texas", config=cfg)
     assert out.returncode == 1 and "error: q: NOT excludes" in out.stderr
+    out = dw("stats", "--topic", "ice", config=cfg)
+    assert out.returncode == 1 and "error: topic: unknown topic 'ice'; use detainer" in out.stderr
     assert dw("stats", config=cfg).stdout.startswith("0 hits")

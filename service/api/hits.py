@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from service.errors import QueryError
-from service.search import MAX_QUERY_CHARS, decode_cursor, parse_query
+from service.search import MAX_QUERY_CHARS, decode_cursor, parse_query, topic_filter
 from service.storage import Storage, hit_payload
 from service.types import HitQuery, HitRecord, HitStats, PlaceSummary
 
@@ -121,6 +121,17 @@ def parse_time(name: str, value: str | None) -> datetime | None:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
+def topic_param(value: str | None) -> str | None:
+    """The ``topic`` parameter checked before any row is read (a CSV stream cannot turn
+    into an error once it has started); 422 naming the three topics."""
+    if not value:
+        return None
+    try:
+        return topic_filter(value)
+    except QueryError as e:
+        raise HTTPException(422, str(e)) from e
+
+
 def stats_payload(stats: HitStats) -> dict[str, Any]:
     """Counts as JSON; weeks (ISO, Monday first) are summed from the days."""
     weeks: dict[str, list[Any]] = {}
@@ -187,7 +198,7 @@ class HitFilters:
         sort: Literal["newest", "score"] = "newest",
     ) -> None:
         self.query = HitQuery(
-            topic=topic,
+            topic=topic_param(topic),
             event=event,
             jurisdiction=jurisdiction,
             state=state,

@@ -29,7 +29,15 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from service.search import MARK_END, MARK_START, Cursor, parse_query, to_fts5, to_tsquery
+from service.search import (
+    MARK_END,
+    MARK_START,
+    Cursor,
+    parse_query,
+    to_fts5,
+    to_tsquery,
+    topic_filter,
+)
 from service.storage.tables import (
     ArticleRow,
     FeedRow,
@@ -71,7 +79,7 @@ def where_clauses(q: HitQuery, dialect: str) -> list[Any]:
     if q.topic:
         out.append(
             select(HitTopicRow.hit_id)
-            .where(HitTopicRow.hit_id == HitRow.id, HitTopicRow.topic == q.topic.lower())
+            .where(HitTopicRow.hit_id == HitRow.id, HitTopicRow.topic == topic_filter(q.topic))
             .exists()
         )
     if q.event:

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
-from urllib.parse import urlsplit
 
 from service.errors import ParseError
 from service.parse import ENTITY_DECLARATIONS
@@ -31,7 +30,9 @@ class OpmlFeed:
 
 
 def read_opml(data: bytes) -> tuple[OpmlFeed, ...]:
-    """The http(s) feeds listed in an OPML document, in document order, each URL once.
+    """The feeds listed in an OPML document (each outline with an ``xmlUrl``), in document
+    order, each URL once. URLs are as written: the caller refuses, and says so, those it
+    cannot poll (``feed://``, ``ftp://``, a relative path), so none is dropped unseen.
 
     Raises ``ParseError`` for a document that is too big, not XML, not OPML, or declares
     entities (see ``parse.ENTITY_DECLARATIONS``).
@@ -50,8 +51,7 @@ def read_opml(data: bytes) -> tuple[OpmlFeed, ...]:
     seen: set[str] = set()
     for outline in root.iter("outline"):
         url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or url in seen:
+        if not url or url in seen:
             continue
         seen.add(url)
         name = (outline.get("title") or outline.get("text") or "").strip() or None

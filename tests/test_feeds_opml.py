@@ -43,6 +43,7 @@ def test_read_opml_flattens_folders_and_skips_junk() -> None:
         OpmlFeed("https://documentedny.com/feed/", "Documented NY"),
         OpmlFeed("https://www.borderreport.com/feed/", "Border Report"),
         OpmlFeed("https://example.org/a.xml", "No name given"),
+        OpmlFeed("ftp://example.org/feed", "not http"),  # refused by the import, loudly
     )
 
 
@@ -199,7 +200,8 @@ def test_feeds_import_and_export(tmp_path: Path) -> None:
     opml.write_bytes(READER_EXPORT)
     out = dw("feeds", "import", str(opml), config=cfg)
     assert out.returncode == 0, out.stderr
-    assert "3 added, 0 already present, 0 refused" in out.stdout
+    assert "3 added, 0 already present, 1 refused" in out.stdout
+    assert "skipped: 'ftp://example.org/feed' is not an http(s) URL" in out.stderr
     again = dw("feeds", "import", str(opml), config=cfg)
     assert "0 added, 3 already present" in again.stdout
     # The same feeds spelled otherwise (another reader's export): still already present.

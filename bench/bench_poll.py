@@ -13,7 +13,8 @@ each round, side by side:
   `make run` and the Docker image do (``--migrate-in-poller``: by the polling process
   itself, which then keeps Alembic in memory), and the service's own composition root
   (``cli.build``, as `detainer-watch poll --all` runs) with the start-up steps of the
-  commands (malloc arena cap, httpx without its command-line tool, frozen start-up heap)
+  commands (malloc arena cap, httpx without its command-line tool, frozen start-up heap,
+  the polling process's threads on one CPU and its parse processes on all)
   and politeness towards the one loopback host turned off (per-host delay 1 ms, per-host
   concurrency = concurrency), then
   1. first poll (everything new: fetched, parsed, matched, stored),
@@ -38,10 +39,12 @@ Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no
 otherwise: ``--parse-nice N`` (``[polling] parse_nice``), ``--malloc-arenas N`` (0: glibc's
 own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unless told),
 ``--sqlite-cache-mb N`` (``[database] sqlite_cache_mb``), ``--sqlite-checkpoint-mb N``
-(``[database] sqlite_checkpoint_mb``). Each ``--compare-...`` option adds, in each round,
+(``[database] sqlite_checkpoint_mb``), ``--no-pin-poller`` (``[polling] pin_poller =
+false``). Each ``--compare-...`` option adds, in each round,
 one more run of ours with that one thing changed (``--compare-parse-nice N``,
 ``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``, ``--compare-httpx-cli``,
-``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb N``) and prints a line
+``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb N``,
+``--compare-pin-poller``) and prints a line
 comparing its first poll, memory and writes with the table's.
 """
 
@@ -390,7 +393,8 @@ class OurSetup:
     the fresh database is migrated by a separate ``migrate`` command first, as ``make run``
     and the Docker image do (else by the polling process itself, which then holds Alembic),
     whether httpx comes with its command-line tool (the commands leave it out), and the
-    SQLite page cache in MB (``None``: the service's default)."""
+    SQLite page cache in MB (``None``: the service's default), and whether the polling
+    process keeps its own threads on one CPU (``[polling] pin_poller``, on by default)."""
 
     concurrency: int
     freeze: bool = True
@@ -400,6 +404,7 @@ class OurSetup:
     httpx_cli: bool = False
     sqlite_cache_mb: int | None = None
     sqlite_checkpoint_mb: int | None = None
+    pin_poller: bool = True
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -418,6 +423,8 @@ class OurSetup:
             out += ["--sqlite-cache-mb", str(self.sqlite_cache_mb)]
         if self.sqlite_checkpoint_mb is not None:
             out += ["--sqlite-checkpoint-mb", str(self.sqlite_checkpoint_mb)]
+        if not self.pin_poller:
+            out.append("--no-pin-poller")
         return out
 
     def describe(self) -> str:
@@ -436,7 +443,8 @@ class OurSetup:
             f"concurrency {self.concurrency}, per-host delay {PER_HOST_DELAY_S * 1000:g} ms, "
             f"start-up heap {heap}, parse_nice {nice}, malloc arenas {arenas}, "
             f"schema migrated {schema}, httpx {cli} its command-line tool, "
-            f"SQLite page cache {cache}, SQLite checkpoint at {checkpoint}"
+            f"SQLite page cache {cache}, SQLite checkpoint at {checkpoint}, "
+            f"poller threads {'on one CPU' if self.pin_poller else 'on every CPU'}"
         )
 
 
@@ -453,6 +461,7 @@ def write_our_config(urls: list[str], tmp: Path, setup: OurSetup) -> Path:
             else f"sqlite_checkpoint_mb = {setup.sqlite_checkpoint_mb}\n"
         )
         + f"[polling]\nconcurrency = {setup.concurrency}\n"
+        + f"pin_poller = {'true' if setup.pin_poller else 'false'}\n"
         f"per_host_concurrency = {setup.concurrency}\nper_host_delay = {PER_HOST_DELAY_S}\n"
         + ("" if setup.parse_nice is None else f"parse_nice = {setup.parse_nice}\n")
         + "[network]\nallow_private_addresses = true\n"
@@ -480,7 +489,7 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
     out: dict[str, Any] = {}
     gc_clock = _GcClock()
     gc.callbacks.append(gc_clock)
-    with build(cfg) as parts:
+    with build(cfg, pin=True) as parts:  # as the commands that poll do
         out["alembic_loaded"] = "alembic" in sys.modules
         if setup.freeze:
             freeze_startup_heap()  # as the run and worker commands do before polling
@@ -974,6 +983,16 @@ def main() -> int:
         metavar="N",
         help="also poll with SQLite checkpointing its log at N MB in each round, and compare",
     )
+    ap.add_argument(
+        "--no-pin-poller",
+        action="store_true",
+        help="let our polling process's threads use every CPU ([polling] pin_poller = false)",
+    )
+    ap.add_argument(
+        "--compare-pin-poller",
+        action="store_true",
+        help="also poll with the other pin_poller setting in each round, and compare",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -985,6 +1004,7 @@ def main() -> int:
         args.httpx_cli,
         args.sqlite_cache_mb,
         args.sqlite_checkpoint_mb,
+        not args.no_pin_poller,
     )
     if args._ours:
         print(json.dumps(run_ours(Path(args._ours), setup)))
@@ -1020,6 +1040,9 @@ def main() -> int:
             other = replace(setup, sqlite_checkpoint_mb=args.compare_sqlite_checkpoint_mb)
             label = f"SQLite checkpoint at {args.compare_sqlite_checkpoint_mb} MB"
             variants.append((label, other))
+        if args.compare_pin_poller:
+            label = "poller threads on every CPU" if setup.pin_poller else "poller on one CPU"
+            variants.append((label, replace(setup, pin_poller=not setup.pin_poller)))
         runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
         runs.append(("ignorant", ignoring, setup))
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}

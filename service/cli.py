@@ -73,12 +73,16 @@ def load_matcher(cfg: Config, rules: str | None = None) -> Any:
 
 
 @contextmanager
-def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
-    """Build storage (migrated) and, when asked, the poller and webhook sender."""
-    storage = _open_storage(cfg)
+def build(cfg: Config, *, pipeline: bool = True, pin: bool = False) -> Iterator[Parts]:
+    """Build storage (migrated) and, when asked, the poller and webhook sender. The
+    commands that poll pass ``pin``: with ``polling.pin_poller`` on, this process's threads
+    are then kept on one CPU and its parse processes on all (``pin_poller``); they call
+    this before starting any thread, which then inherits the pin."""
+    storage = _open_storage(cfg)  # first: a database it cannot use leaves the process as it was
     parts = Parts(config=cfg, storage=storage)
     try:
         if pipeline:
+            parse_cpus = pin_poller(cfg) if pin else None
             from service.alerts.sender import WebhookSender, build_webhook_client
             from service.fetch import Fetcher, build_client
             from service.parse_worker import DEFAULT_PARSE_PROCESSES, ParsePool
@@ -100,6 +104,7 @@ def build(cfg: Config, *, pipeline: bool = True) -> Iterator[Parts]:
             parse_pool = ParsePool(
                 cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES,
                 nice=cfg["polling.parse_nice"],
+                cpus=parse_cpus,
             )
             parts.clients = (feed_client, hook_client, parse_pool)
             rng = random.Random()
@@ -201,6 +206,19 @@ def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def pin_poller(cfg: Config) -> frozenset[int] | None:
+    """With ``polling.pin_poller`` on, keep this process's threads on one CPU (``cpus``) and
+    return every CPU it may use, for its parse processes."""
+    if not cfg["polling.pin_poller"]:
+        return None
+    from service.cpus import allowed_cpus, pin_to_one_cpu
+
+    cpus = pin_to_one_cpu()
+    if cpus is not None:
+        log.debug("poller threads on CPUs %s, parse processes on %s", allowed_cpus(), cpus)
+    return cpus
+
+
 def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -208,7 +226,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()  # before any thread: fetch threads, scheduler, server
     import_httpx_without_cli()  # before build() imports it
-    with build(cfg) as parts:
+    with build(cfg, pin=True) as parts:
         # One registry: the scheduler counts polls and deliveries, the app's /metrics shows them.
         scheduler = _scheduler(cfg, parts)
         app = create_app(
@@ -316,7 +334,7 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()  # before any thread: fetch threads, scheduler, metrics server
     import_httpx_without_cli()  # before build() imports it
-    with build(cfg) as parts:
+    with build(cfg, pin=True) as parts:
         scheduler = _scheduler(cfg, parts)
         metrics_server = _serve_worker_metrics(cfg, scheduler.metrics)
         log.info(
@@ -412,7 +430,7 @@ def _reload_rules_on_sighup(cfg: Config, poller: Any) -> None:
 def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
     limit_malloc_arenas()  # before the fetch threads
     import_httpx_without_cli()  # before build() imports it
-    with build(cfg) as parts:
+    with build(cfg, pin=True) as parts:
         storage = parts.storage
         if args.feed:
             feed = storage.get_feed(args.feed)

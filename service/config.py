@@ -176,6 +176,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "polling",
+        "pin_poller",
+        "bool",
+        True,
+        "keep the polling process's own threads (fetching, storing, scheduling, and the API "
+        "of run) on one CPU, chosen by process id, and its parse processes on all: Python "
+        "threads on several cores hand their lock (the GIL) from core to core, which nearly "
+        "doubled the CPU of each fetch; Linux only, and nothing changes with one CPU",
+    ),
+    Setting(
+        "polling",
         "per_host_delay",
         "duration",
         1.0,

@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
+from service.cpus import restore_cpus
 from service.discover import feed_links, is_html
 from service.errors import ParseError
 from service.heap import release_free_heap
@@ -113,11 +114,13 @@ def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
     return Prefilter(anchors)
 
 
-def _start_worker(increment: int) -> None:
-    """A worker's first steps: run ``increment`` steps of niceness below the poller, leave
-    what it inherited out of its garbage collections, and end with the poller."""
+def _start_worker(increment: int, cpus: frozenset[int] | None = None) -> None:
+    """A worker's first steps: run ``increment`` steps of niceness below the poller, on
+    ``cpus`` (every CPU of a poller that keeps its own threads on one, ``cpus``), leave what
+    it inherited out of its garbage collections, and end with the poller."""
     if increment:
         os.nice(increment)
+    restore_cpus(cpus)
     # What the worker inherited from the fork server (the modules it preloaded) is left out
     # of the worker's collections: a collection writes to every object it walks, so each
     # walk copied the shared pages into the worker. Every process together peaked ~3 MB
@@ -165,17 +168,25 @@ class ParsePool:
     Workers come from a fork server that has imported only this module, so they start
     quickly and small, and never inherit the poller's threads, sockets or locks (forking a
     threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
-    ``nice`` lowers the workers' CPU priority below the caller's by that much.
+    ``nice`` lowers the workers' CPU priority below the caller's by that much; ``cpus``, when
+    given, are the CPUs the workers run on (all of them, for a poller pinned to one).
 
     A worker that dies leaves its executor broken for good (every later task fails at
     once): ``parse`` then starts a new set of workers and hands the document over again,
     up to ``PARSE_ATTEMPTS`` times, so that one killed worker cannot stop polling.
     """
 
-    def __init__(self, processes: int = DEFAULT_PARSE_PROCESSES, nice: int = 0) -> None:
+    def __init__(
+        self,
+        processes: int = DEFAULT_PARSE_PROCESSES,
+        nice: int = 0,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
         self.processes = processes
         # Niceness each worker adds to its own when it starts ([polling] parse_nice).
         self.nice = nice
+        # The CPUs a worker takes back from a poller pinned to one ([polling] pin_poller).
+        self.cpus = cpus
         self._executor: ProcessPoolExecutor | None = None
         # Every fetch thread submits, and the first documents of a poll arrive at once: the
         # executor must be made once, not once per thread that found none (each extra one
@@ -191,7 +202,7 @@ class ParsePool:
                     self.processes,
                     mp_context=context,
                     initializer=_start_worker,
-                    initargs=(self.nice,),
+                    initargs=(self.nice, self.cpus),
                 )
             return self._executor
 

@@ -155,6 +155,29 @@ def _get(url: str) -> Any:
     return r.json() if r.status_code == 200 else None
 
 
+def _check_cpus(pid: int) -> None:
+    """``polling.pin_poller`` (on by default): every thread of the service on one CPU, its
+    parse processes (children of its fork server) on every CPU this test may use."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    if len(allowed) < 2 or not Path(f"/proc/{pid}/task").is_dir():
+        return  # nothing is pinned with one CPU, nor off Linux
+    threads = {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
+    assert len(threads) == 1 and len(next(iter(threads))) == 1, threads
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent_of[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except OSError:
+                continue
+    children = {p for p, parent in parent_of.items() if parent == pid}
+    workers = [p for p, parent in parent_of.items() if parent in children]
+    assert workers, "no parse worker started"
+    assert all(os.sched_getaffinity(w) == allowed for w in workers)
+
+
 def test_run_polls_flags_stores_signs_and_serves(world: dict[str, Any]) -> None:
     proc, feeds, hooks, api = world["proc"], world["feeds"], world["hooks"], world["api"]
     try:
@@ -169,6 +192,8 @@ def test_run_polls_flags_stores_signs_and_serves(world: dict[str, Any]) -> None:
         title, _, _ = seed_parts()
         assert hit["title"] == title
         assert hit["url"] == SEED_URL
+
+        _check_cpus(proc.pid)
 
         # The API serves the same hit, with evidence.
         hits = _get(f"{api}/api/v1/hits")

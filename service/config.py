@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from service.alerts.subscription import (
-    TOPICS,
     WEBHOOK_FORMATS,
     WebhookConfig,
     check_secret,
@@ -30,6 +29,7 @@ from service.alerts.subscription import (
 from service.decide import parse_duration
 from service.errors import ConfigError
 from service.normalize import feed_url
+from service.types import TOPICS
 
 __all__ = [
     "DEFAULT_PARSE_NICE",

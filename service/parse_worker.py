@@ -116,8 +116,8 @@ def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
 
 def _start_worker(increment: int, cpus: frozenset[int] | None = None) -> None:
     """A worker's first steps: run ``increment`` steps of niceness below the poller, on
-    ``cpus`` (every CPU of a poller that keeps its own threads on one, ``cpus``), leave what
-    it inherited out of its garbage collections, and end with the poller."""
+    ``cpus`` when given (the CPUs a poller that keeps its own threads on one may use), leave
+    what it inherited out of its garbage collections, and end with the poller."""
     if increment:
         os.nice(increment)
     restore_cpus(cpus)

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 
 from service.errors import QueryError
-from service.match.lexicon import TOPICS
+from service.types import TOPICS
 
 # A search longer than this is not a search someone typed; FTS cost grows with terms.
 MAX_QUERY_CHARS = 500

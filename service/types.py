@@ -12,6 +12,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+# The beat's topics, in the order they are reported: a hit has a subset of them, and the
+# API's and CLI's ``topic`` filters and a webhook's ``topics`` take only these.
+TOPICS: tuple[str, ...] = ("detainer", "sanctuary", "287g")
+
 # ---------------------------------------------------------------- fetching
 
 
@@ -186,7 +190,7 @@ class Evidence:
 class MatchResult:
     flagged: bool
     score: float  # in [0, 1]
-    topics: tuple[str, ...]  # subset of ("detainer", "sanctuary", "287g")
+    topics: tuple[str, ...]  # subset of TOPICS
     event_type: str | None
     jurisdictions: tuple[Jurisdiction, ...]
     entities: tuple[Entity, ...]

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from service.errors import ConfigError
 from service.normalize import feed_url_too_long, http_host
+from service.types import TOPICS
 
 WEBHOOK_FORMATS = ("standard", "slack", "discord")
-TOPICS = ("detainer", "sanctuary", "287g")
 DIGEST_PERIODS = ("daily", "weekly")
 # Shortest secret we accept: Standard Webhooks asks for 24 to 64 bytes; 16 is a hard floor.
 MIN_SECRET_BYTES = 16

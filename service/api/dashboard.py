@@ -25,7 +25,7 @@ from service.api.webhooks import delivery_payload
 from service.errors import QueryError
 from service.normalize import is_web_url
 from service.storage import Storage, hit_payload
-from service.types import HitQuery
+from service.types import TOPICS, HitQuery
 
 TEMPLATES = Path(__file__).parent / "templates"
 # The pages run no script and load nothing from elsewhere: a link a feed wrote
@@ -34,7 +34,6 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-TOPICS = ("detainer", "sanctuary", "287g")
 TOPIC_COLOURS = {"detainer": "#c2410c", "sanctuary": "#0f766e", "287g": "#6d28d9"}
 # The chart and the places box summarise this many recent hits: enough for months of news on
 # this beat, bounded so a page never reads the whole table.

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.types import TOPICS
 
 from .gazetteer import GazetteerRules
 from .text import TermError, term_regex
 
-TOPICS = ("detainer", "sanctuary", "287g")
 FIELDS = ("title", "summary", "text")
 ACTOR_KINDS = ("local", "federal")
 REQUIREMENTS = ("local", "federal", "place")

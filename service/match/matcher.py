@@ -19,12 +19,12 @@ from bisect import bisect_left
 from pathlib import Path
 
 from service.errors import ConfigError
-from service.types import Evidence, Jurisdiction, MatchResult
+from service.types import TOPICS, Evidence, Jurisdiction, MatchResult
 
 from .entities import EntityFinder
 from .events import choose_event
 from .gazetteer import Gazetteer, Place, PlaceMention, read_places
-from .lexicon import TOPICS, Lexicon, load_lexicon
+from .lexicon import Lexicon, load_lexicon
 from .prefilter import Prefilter, read_fields
 from .scoring import SentenceHit, analyse_sentence, noisy_or
 from .senses import SenseChecker

@@ -3,12 +3,12 @@
 Python threads take turns holding one lock, the GIL. When a process's threads run on
 several cores, each turn handed from one thread to another wakes a thread on another core,
 and the fetch threads of a poll hand it over at every socket call of every short request:
-bare httpx, 20 threads doing conditional GETs against nginx on 127.0.0.1, cost 0.80 ms of
-CPU per 304 response free to use both cores of the development machine and 0.43 ms pinned
-to one (one thread alone: 0.35), and the pinned run finished sooner (0.22 s against 0.38
-for 500 requests). The threads cannot use a second core for Python code anyway. Parsing,
-the CPU-bound middle of a poll, runs in worker processes (``parse_worker``), which get
-every CPU back when they start.
+bare httpx, 20 threads doing conditional GETs against nginx on 127.0.0.1, cost 0.78-0.90
+ms of CPU per 304 response free to use both cores of the development machine and 0.41-0.47
+ms pinned to one (one thread alone: 0.35-0.40), and the pinned runs finished sooner
+(0.22-0.25 s against 0.37-0.43 for 500 requests). The threads cannot use a second core for
+Python code anyway. Parsing, the CPU-bound middle of a poll, runs in worker processes
+(``parse_worker``), which get every CPU back when they start.
 
 ``pin_to_one_cpu`` is called by the commands that poll (``run``, ``worker``, ``poll``)
 before they start threads, when ``polling.pin_poller`` is on (the default). Nothing

@@ -5,7 +5,6 @@ process the other tests start from it) keeps its CPUs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,12 @@ import pytest
 
 from service.cli import build
 from service.config import load_config
-from service.cpus import one_cpu
+from service.cpus import allowed_cpus, one_cpu
 from service.errors import ConfigError
 from tests.conftest import REPO, RULES
 
-
-def _cpus() -> set[int]:
-    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
-
-
 needs_two_cpus = pytest.mark.skipif(
-    len(_cpus()) < 2 or not Path("/proc/self/task").is_dir(),
+    len(allowed_cpus() or ()) < 2 or not Path("/proc/self/task").is_dir(),
     reason="pinning needs Linux and at least two CPUs this process may use",
 )
 
@@ -103,11 +97,11 @@ def test_pin_poller_off_leaves_the_process_as_it_was(tmp_path: Path) -> None:
     )
     cfg = load_config(config, env={})
     assert cfg["polling.pin_poller"] is False
-    before = _cpus()
+    before = allowed_cpus()
     with build(cfg, pin=True) as parts:
         assert parts.poller is not None
         assert parts.poller.parse_pool.cpus is None
-    assert _cpus() == before
+    assert allowed_cpus() == before
 
 
 def test_pin_poller_is_a_boolean(tmp_path: Path) -> None:

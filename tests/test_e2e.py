@@ -22,7 +22,9 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from service.cpus import allowed_cpus
 from tests.conftest import REPO, RULES, SHARED, free_port
+from tests.procs import grandchildren
 from tests.receiver import WebhookReceiver
 from tests.seedfeed import SEED_URL, seed_feed, seed_parts
 from tests.servers import FeedServer
@@ -158,22 +160,12 @@ def _get(url: str) -> Any:
 def _check_cpus(pid: int) -> None:
     """``polling.pin_poller`` (on by default): every thread of the service on one CPU, its
     parse processes (children of its fork server) on every CPU this test may use."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    allowed = allowed_cpus() or frozenset()
     if len(allowed) < 2 or not Path(f"/proc/{pid}/task").is_dir():
         return  # nothing is pinned with one CPU, nor off Linux
     threads = {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
     assert len(threads) == 1 and len(next(iter(threads))) == 1, threads
-    parent_of = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent_of[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                )
-            except OSError:
-                continue
-    children = {p for p, parent in parent_of.items() if parent == pid}
-    workers = [p for p, parent in parent_of.items() if parent in children]
+    workers = grandchildren(pid)
     assert workers, "no parse worker started"
     assert all(os.sched_getaffinity(w) == allowed for w in workers)
 

@@ -26,6 +26,7 @@ from service.parse_worker import PARSE_ATTEMPTS, ParsedDocument, ParsePool
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
 from tests.conftest import RULES
+from tests.procs import descendants, grandchildren, running
 from tests.seedfeed import other_items, rss
 from tests.servers import FeedServer
 
@@ -37,52 +38,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _processes() -> dict[int, tuple[str, int]]:
-    """Each process's state letter and parent, from /proc."""
-    found: dict[int, tuple[str, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # exited while we looked
-            state, parent = stat.rsplit(")", 1)[1].split()[:2]
-            found[int(entry.name)] = (state, int(parent))
-    return found
-
-
-def _grandchildren() -> set[int]:
-    """Live processes whose parent is a child of this one: the fork server's children, which
-    are the parse workers (multiprocessing's resource tracker has none)."""
-    parent_of = {pid: parent for pid, (_, parent) in _processes().items()}
-    children = {pid for pid, parent in parent_of.items() if parent == os.getpid()}
-    return {pid for pid, parent in parent_of.items() if parent in children}
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process started by ``root`` or by one of its descendants."""
-    parent_of = {pid: parent for pid, (_, parent) in _processes().items()}
-    found: set[int] = set()
-    grew = True
-    while grew:
-        more = {pid for pid, parent in parent_of.items() if parent in found | {root}} - found
-        found |= more
-        grew = bool(more)
-    return found
-
-
-def _running(pids: set[int]) -> set[int]:
-    """Those of ``pids`` that still run (an exited process that nobody has reaped yet is a
-    zombie: gone, holding no memory)."""
-    processes = _processes()
-    return {pid for pid in pids if pid in processes and processes[pid][0] != "Z"}
-
-
 def test_threads_submitting_at_once_start_one_set_of_workers() -> None:
     """A poll's fetch threads hand over their first documents together; the pool must start
     its workers once, not once per thread that found it not started yet."""
     pool = ParsePool(processes=2)
-    before = _grandchildren()
+    before = grandchildren()
     together = threading.Barrier(THREADS)
 
     def first_document(_: int) -> ParsedDocument:
@@ -93,12 +53,12 @@ def test_threads_submitting_at_once_start_one_set_of_workers() -> None:
         with ThreadPoolExecutor(THREADS) as threads:
             docs = list(threads.map(first_document, range(THREADS)))
         assert [len(d.articles) for d in docs] == [1] * THREADS
-        started = _grandchildren() - before
+        started = grandchildren() - before
         assert started == set(pool.worker_pids())
         assert len(started) == pool.processes
     finally:
         pool.close()
-    assert not (_grandchildren() - before), "close() leaves no worker behind"
+    assert not (grandchildren() - before), "close() leaves no worker behind"
 
 
 class _ExitWhenUnpickled:
@@ -139,7 +99,7 @@ def test_killed_workers_are_replaced(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_a_document_whose_workers_keep_dying_is_an_error_not_a_crash() -> None:
     pool = ParsePool(processes=1)
-    before = _grandchildren()
+    before = grandchildren()
     try:
         killer: Any = {"x-exit": _ExitWhenUnpickled()}
         doc = pool.parse(RSS, killer, "http://feeds.example/rss")
@@ -151,7 +111,7 @@ def test_a_document_whose_workers_keep_dying_is_an_error_not_a_crash() -> None:
         assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
     finally:
         pool.close()
-    assert not (_grandchildren() - before), "close() leaves no worker behind"
+    assert not (grandchildren() - before), "close() leaves no worker behind"
 
 
 def test_polling_goes_on_after_the_parse_workers_are_killed(storage: Storage) -> None:
@@ -212,21 +172,21 @@ def test_the_workers_of_a_killed_poller_end_with_it() -> None:
             assert poller.stdout is not None
             articles, workers = json.loads(poller.stdout.readline())
             assert articles == 1 and workers  # workers start as documents come
-            started = _descendants(poller.pid)
+            started = descendants(poller.pid)
             assert set(workers) <= started
             assert len(started) >= 3  # the workers, the fork server, the resource tracker
             poller.kill()
             poller.wait(10)
             deadline = time.monotonic() + 10
-            while _running(started):
+            while running(started):
                 assert time.monotonic() < deadline, (
-                    f"the killed poller's processes still run: {sorted(_running(started))}"
+                    f"the killed poller's processes still run: {sorted(running(started))}"
                 )
                 time.sleep(0.05)
         finally:
             poller.kill()
             poller.wait(10)
-            for pid in _running(started):
+            for pid in running(started):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -241,11 +201,11 @@ def test_a_worker_ends_itself_only_when_its_poller_is_gone() -> None:
         time.sleep(0.5)
         assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
         assert set(pool.worker_pids()) == workers
-        processes = list(getattr(pool._executor, "_processes", {}).values())
+        handles = list(getattr(pool._executor, "_processes", {}).values())
     finally:
         pool.close()
-    assert processes
-    assert [p.exitcode for p in processes] == [0] * len(processes)  # not parse_worker.ORPHAN_EXIT
+    assert handles
+    assert [p.exitcode for p in handles] == [0] * len(handles)  # not parse_worker.ORPHAN_EXIT
 
 
 def test_a_worker_leaves_what_it_inherited_out_of_its_collections() -> None:

@@ -22,10 +22,13 @@ def dw(
     )
 
 
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, database: str = "", more: str = "") -> Path:
+    """A config in ``tmp_path``: a fresh SQLite database and the rules; ``database`` adds
+    keys to [database], ``more`` further tables."""
     path = tmp_path / "c.toml"
     path.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n[matcher]\nrules = "{RULES}"\n',
+        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n{database}'
+        f'[matcher]\nrules = "{RULES}"\n{more}',
         encoding="utf-8",
     )
     return path

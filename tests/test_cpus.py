@@ -15,7 +15,8 @@ from service.cli import build
 from service.config import load_config
 from service.cpus import allowed_cpus, one_cpu
 from service.errors import ConfigError
-from tests.conftest import REPO, RULES
+from tests.conftest import REPO
+from tests.test_cli import config
 
 needs_two_cpus = pytest.mark.skipif(
     len(allowed_cpus() or ()) < 2 or not Path("/proc/self/task").is_dir(),
@@ -89,13 +90,7 @@ def test_pinning_keeps_every_thread_on_one_cpu_and_gives_parse_workers_all() -> 
 
 
 def test_pin_poller_off_leaves_the_process_as_it_was(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n'
-        f'[polling]\npin_poller = false\n[matcher]\nrules = "{RULES}"\n',
-        encoding="utf-8",
-    )
-    cfg = load_config(config, env={})
+    cfg = load_config(config(tmp_path, more="[polling]\npin_poller = false\n"), env={})
     assert cfg["polling.pin_poller"] is False
     before = allowed_cpus()
     with build(cfg, pin=True) as parts:
@@ -105,11 +100,9 @@ def test_pin_poller_off_leaves_the_process_as_it_was(tmp_path: Path) -> None:
 
 
 def test_pin_poller_is_a_boolean(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(f'[polling]\npin_poller = "maybe"\n[matcher]\nrules = "{RULES}"\n')
     with pytest.raises(ConfigError, match="polling.pin_poller"):
-        load_config(config, env={})
-    config.write_text(f'[matcher]\nrules = "{RULES}"\n')
-    assert load_config(config, env={})["polling.pin_poller"] is True
-    off = load_config(config, env={"DW_POLLING_PIN_POLLER": "false"})
+        load_config(config(tmp_path, more='[polling]\npin_poller = "maybe"\n'), env={})
+    path = config(tmp_path)
+    assert load_config(path, env={})["polling.pin_poller"] is True
+    off = load_config(path, env={"DW_POLLING_PIN_POLLER": "false"})
     assert off["polling.pin_poller"] is False

@@ -12,10 +12,9 @@ import pytest
 from service.discover import feed_links, is_html
 from service.errors import ParseError
 from service.opml import OpmlFeed, read_opml, write_opml
-from tests.conftest import RULES
 from tests.seedfeed import other_items, rss
 from tests.servers import FeedServer
-from tests.test_cli import dw
+from tests.test_cli import config, dw
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 
@@ -129,13 +128,7 @@ def test_is_html() -> None:
 
 
 def cli_config(tmp_path: Path) -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n[matcher]\nrules = "{RULES}"\n'
-        "[network]\nallow_private_addresses = true\n",
-        encoding="utf-8",
-    )
-    return path
+    return config(tmp_path, more="[network]\nallow_private_addresses = true\n")
 
 
 def listed(cfg: Path) -> list[dict[str, object]]:
@@ -162,12 +155,7 @@ def test_feeds_add_discovers_the_feed_of_a_site(tmp_path: Path) -> None:
 
 
 def test_feeds_add_refuses_private_addresses_unless_allowed(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "dw.db"}"\n[matcher]\nrules = "{RULES}"\n',
-        encoding="utf-8",
-    )
-    out = dw("feeds", "add", "http://127.0.0.1:9/feed.xml", config=cfg)
+    out = dw("feeds", "add", "http://127.0.0.1:9/feed.xml", config=config(tmp_path))
     assert out.returncode == 1 and "allow_private_addresses" in out.stderr
 
 

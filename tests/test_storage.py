@@ -38,7 +38,7 @@ from service.types import (
     MatchResult,
     NewArticle,
 )
-from tests.conftest import RULES
+from tests.test_cli import config
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM="
@@ -328,13 +328,8 @@ def test_the_largest_checkpoint_size_still_checkpoints(tmp_path: Path) -> None:
 
 
 def test_the_engine_takes_the_database_settings_of_the_config(tmp_path: Path) -> None:
-    config = tmp_path / "dw.toml"
-    config.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "x.db"}"\n'
-        f'sqlite_cache_mb = 3\nsqlite_checkpoint_mb = 2\n[matcher]\nrules = "{RULES}"\n',
-        encoding="utf-8",
-    )
-    engine = engine_for(load_config(config, env={}))
+    path = config(tmp_path, database="sqlite_cache_mb = 3\nsqlite_checkpoint_mb = 2\n")
+    engine = engine_for(load_config(path, env={}))
     with engine.connect() as conn:
         page = conn.execute(text("PRAGMA page_size")).scalar()
         assert conn.execute(text("PRAGMA cache_size")).scalar() == -3 * 1024

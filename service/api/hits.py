@@ -129,7 +129,7 @@ def topic_param(value: str | None) -> str | None:
     try:
         return topic_filter(value)
     except QueryError as e:
-        raise HTTPException(422, str(e)) from e
+        raise _query_error(e) from e
 
 
 def stats_payload(stats: HitStats) -> dict[str, Any]:

@@ -281,7 +281,7 @@ _FEED_KEYS = {"url": "feed URL (http or https)", "name": "display name", "interv
 
 @dataclass(frozen=True, slots=True)
 class FeedConfig:
-    url: str
+    url: str  # normalised (normalize.feed_url), as the database stores feed URLs
     name: str | None = None
     interval_s: float | None = None
 

@@ -92,13 +92,12 @@ class FeedStore(StoreBase):
             for r in s.exec(select(FeedRow)).all():
                 existing[r.url] = r
                 existing.setdefault(feed_url(r.url), r)
-            for f in feeds:
-                url = feed_url(f.url)  # config's feeds are normalised already; stored so
-                row = existing.get(url)
+            for f in feeds:  # their URLs normalised when the config was read
+                row = existing.get(f.url)
                 if row is None:
                     s.add(
                         FeedRow(
-                            url=url,
+                            url=f.url,
                             name=f.name,
                             origin="config",
                             interval_s=f.interval_s,

@@ -5,7 +5,7 @@ several cores, each turn handed from one thread to another wakes a thread on ano
 and the fetch threads of a poll hand it over at every socket call of every short request:
 bare httpx, 20 threads doing conditional GETs against nginx on 127.0.0.1, cost 0.78-0.90
 ms of CPU per 304 response free to use both cores of the development machine and 0.41-0.47
-ms pinned to one (one thread alone: 0.35-0.40), and the pinned runs finished sooner
+ms pinned to one (one thread alone: 0.36-0.42), and the pinned runs finished sooner
 (0.22-0.25 s against 0.37-0.43 for 500 requests). The threads cannot use a second core for
 Python code anyway. Parsing, the CPU-bound middle of a poll, runs in worker processes
 (``parse_worker``), which get every CPU back when they start.
@@ -64,7 +64,7 @@ def pin_to_one_cpu() -> frozenset[int] | None:
 
 def restore_cpus(cpus: frozenset[int] | None) -> None:
     """Let this process (a parse worker started by a pinned poller) run on ``cpus`` again."""
-    if cpus and hasattr(os, "sched_setaffinity"):
+    if cpus:  # given only by a poller that pinned itself, so where affinity exists
         try:
             os.sched_setaffinity(0, cpus)
         except OSError:

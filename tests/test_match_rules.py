@@ -13,6 +13,7 @@ from service.errors import ConfigError
 from service.match import Matcher
 from service.match.gazetteer import export_rows, read_places
 from service.match.lexicon import load_lexicon
+from service.match.text import term_regex
 from tests.conftest import REPO, RULES
 
 DOCS = REPO / "docs" / "matcher.md"
@@ -60,7 +61,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.40"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.41"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
@@ -90,6 +91,22 @@ def test_bad_rules_name_the_key(tmp_path: Path, old: str, new: str, key: str) ->
     assert err.value.key == key, str(err.value)
     assert err.value.file.endswith("rules.toml")
     assert str(err.value).startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "matches"),
+    [
+        ("honored ICE request", True),
+        ("honored ICE's request", True),  # a macro takes a possessive
+        ("honored ICE\u2019s request", True),
+        ("honored ICEs request", False),
+        ("honored ICE's own request", False),  # no gap in the term
+        ("honored ice request", False),  # the macro stays case-sensitive
+    ],
+)
+def test_a_macro_takes_a_possessive(text: str, matches: bool) -> None:
+    rx = re.compile(term_regex("honor* {ICE} request*", {"ICE": "(?-i:ICE)"}), re.IGNORECASE)
+    assert bool(rx.search(text)) is matches
 
 
 def test_a_sense_that_extends_another_has_its_terms_too() -> None:

@@ -156,7 +156,9 @@ def term_regex(term: str, macros: Mapping[str, str]) -> str:
         if m:
             if m.group(1) not in macros:
                 raise TermError(f"unknown macro {{{m.group(1)}}}")
-            rx = f"(?:{macros[m.group(1)]})"
+            # A macro may take a possessive: "ICE's request" is "ICE request", where the
+            # separator alone would leave an "s" between the agency and its noun.
+            rx = f"(?:{macros[m.group(1)]})(?:['\u2019]s)?"
         elif "{" in tok or "}" in tok:
             raise TermError(f"bad macro reference {tok!r}; write {{NAME}} as a separate word")
         else:

@@ -588,7 +588,10 @@ def cmd_rematch(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_deliveries(cfg: Config, args: argparse.Namespace) -> int:
     from service.api.webhooks import delivery_payload
+    from service.cli_hits import row_limit
 
+    if args.deliveries_cmd == "list":
+        row_limit(args.limit)  # SQLite reads LIMIT -1 as no limit at all
     with build(cfg, pipeline=False) as parts:
         storage = parts.storage
         if args.deliveries_cmd == "retry":

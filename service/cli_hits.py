@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -46,17 +47,47 @@ def parse_when(name: str, value: str | None) -> datetime | None:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
+# The API's bounds on the same filters (``service.api.hits``): a value outside them is a
+# mistake to report, not a filter that quietly matches nothing ("--state Massachusetts",
+# "--min-score 50") or everything.
+STATE_CODE = re.compile(r"[A-Za-z]{2}")
+
+
+def state_filter(value: str | None) -> str | None:
+    """``--state`` as given, or a ``QueryError``: the filter takes a two-letter code."""
+    if value is None or STATE_CODE.fullmatch(value):
+        return value
+    raise QueryError("--state", f"expected a two-letter state code such as MA, not {value!r}")
+
+
+def min_score_filter(value: float | None) -> float | None:
+    """``--min-score`` as given, or a ``QueryError``: scores run from 0 to 1."""
+    if value is None or 0 <= value <= 1:
+        return value
+    raise QueryError("--min-score", f"expected a score from 0 to 1, not {value:g}")
+
+
+def row_limit(value: int | None) -> int | None:
+    """``--limit`` as given, or a ``QueryError``: at least one row (leave it out for the
+    default)."""
+    if value is None or value >= 1:
+        return value
+    raise QueryError(
+        "--limit", f"expected 1 or more rows, not {value}; leave it out for the default"
+    )
+
+
 def query_from_args(args: argparse.Namespace) -> HitQuery:
     return HitQuery(
         topic=args.topic,
         event=args.event,
         jurisdiction=args.jurisdiction,
-        state=args.state,
+        state=state_filter(args.state),
         feed=args.feed,
         source=args.source,
         since=parse_when("--since", args.since),
         until=parse_when("--until", args.until),
-        min_score=args.min_score,
+        min_score=min_score_filter(args.min_score),
         q=args.q,
         sort=getattr(args, "sort", "newest"),
     )
@@ -64,6 +95,7 @@ def query_from_args(args: argparse.Namespace) -> HitQuery:
 
 def print_hits(storage: Storage, args: argparse.Namespace, out: TextIO) -> int:
     query = query_from_args(args)
+    row_limit(args.limit)
     if args.format in ("csv", "jsonl"):
         rows = storage.iter_hits(query, total=args.limit)
         for chunk in hits_csv(rows) if args.format == "csv" else hits_jsonl(rows):

@@ -54,3 +54,40 @@ def test_bad_query_exits_1_with_the_parameter_named(tmp_path: Path) -> None:
     out = dw("stats", "--topic", "ice", config=cfg)
     assert out.returncode == 1 and "error: topic: unknown topic 'ice'; use detainer" in out.stderr
     assert dw("stats", config=cfg).stdout.startswith("0 hits")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["hits", "--state", "Massachusetts"], "--state: expected a two-letter state code"),
+        (["stats", "--state", "M"], "--state: expected a two-letter state code"),
+        (["hits", "--min-score", "2"], "--min-score: expected a score from 0 to 1, not 2"),
+        (["stats", "--min-score", "-0.5"], "--min-score: expected a score from 0 to 1"),
+        (["hits", "--min-score", "nan"], "--min-score: expected a score from 0 to 1, not nan"),
+        (["hits", "--limit", "0"], "--limit: expected 1 or more rows, not 0"),
+        (["hits", "--format", "csv", "--limit", "-1"], "--limit: expected 1 or more rows"),
+    ],
+)
+def test_filters_out_of_the_apis_bounds_are_errors(
+    storage: Storage, argv: list[str], message: str
+) -> None:
+    """The API answers these with 422; the CLI said nothing and printed no rows (or, with
+    ``--limit 0``, the default 50)."""
+    fill(storage, 6)
+    with pytest.raises(QueryError, match=message):
+        run(storage, *argv)
+
+
+def test_filters_within_bounds_still_work(storage: Storage) -> None:
+    fill(storage, 6)
+    assert "Boston, MA" in run(storage, "hits", "--state", "ma")
+    assert len(run(storage, "hits", "--min-score", "0", "--limit", "1").splitlines()) == 2
+    assert run(storage, "hits", "--min-score", "1").startswith("id")
+
+
+def test_deliveries_list_refuses_a_limit_below_one(tmp_path: Path) -> None:
+    """SQLite reads ``LIMIT -1`` as no limit: ``--limit -1`` listed every delivery."""
+    cfg = config(tmp_path)
+    out = dw("deliveries", "list", "--limit", "-1", config=cfg)
+    assert out.returncode == 1 and "error: --limit: expected 1 or more rows, not -1" in out.stderr
+    assert dw("deliveries", "list", "--limit", "5", config=cfg).returncode == 0

@@ -61,6 +61,34 @@ def test_add_list_conflict_and_delete(storage: Storage) -> None:
         assert back.status_code == 201 and back.json()["id"] == feed["id"]
 
 
+def test_one_feed_by_id_with_its_health(storage: Storage) -> None:
+    with api(storage, allow_private=True) as client:
+        feed = client.post(
+            "/api/v1/feeds", json={"url": "http://127.0.0.1:9/one.xml"}, headers=AUTH
+        ).json()
+        one = client.get(f"/api/v1/feeds/{feed['id']}", headers=AUTH)
+        assert one.status_code == 200 and one.json() == feed
+        assert [one.json()] == client.get("/api/v1/feeds", headers=AUTH).json()["items"]
+        assert client.get(f"/api/v1/feeds/{feed['id']}").status_code == 401  # reads too
+        # A removed feed is gone from the list but can still be looked up, with the reason.
+        client.delete(f"/api/v1/feeds/{feed['id']}", headers=AUTH)
+        gone = client.get(f"/api/v1/feeds/{feed['id']}", headers=AUTH).json()
+        assert gone["enabled"] is False and gone["disabled_reason"] == "removed"
+        missing = client.get("/api/v1/feeds/999", headers=AUTH)
+        assert missing.status_code == 404 and missing.json() == {"error": "no feed 999"}
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(storage: Storage) -> None:
+    """The router's own 404 and 405 said {"detail": ...}; every other error says
+    {"error": ...}."""
+    with api(storage) as client:
+        nowhere = client.get("/api/v1/nowhere", headers=AUTH)
+        assert nowhere.status_code == 404 and nowhere.json() == {"error": "Not Found"}
+        put = client.put("/api/v1/feeds", headers=AUTH)
+        assert put.status_code == 405 and put.json() == {"error": "Method Not Allowed"}
+        assert put.headers["allow"]  # the methods the path takes, as before
+
+
 def test_writes_need_the_token(storage: Storage) -> None:
     with api(storage, allow_private=True) as client:
         body = {"url": "http://127.0.0.1:9/feed.xml"}

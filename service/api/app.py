@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from service import __version__
 from service.api.auth import token_checks
@@ -45,6 +46,9 @@ def create_app(
 
     require_token, require_write = token_checks(api_token)
 
+    # Starlette's class, which FastAPI's subclasses: the router's own 404 (no such path) and
+    # 405 (a path without that method) come in the same {"error": ...} shape as ours, not
+    # as {"detail": ...}.
     @app.exception_handler(HTTPException)
     async def _json_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)

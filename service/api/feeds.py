@@ -80,6 +80,14 @@ def add_feed_routes(
     def list_feeds() -> dict[str, Any]:
         return {"items": [feed_payload(f) for f in storage.list_feeds()]}
 
+    @app.get("/api/v1/feeds/{feed_id}", dependencies=reads)
+    def get_feed(feed_id: RowId) -> dict[str, Any]:
+        """One feed with its health; a removed one too (its ``disabled_reason`` says so)."""
+        feed = storage.get_feed(str(feed_id))
+        if feed is None:
+            raise HTTPException(404, f"no feed {feed_id}")
+        return feed_payload(feed)
+
     @app.post("/api/v1/feeds", dependencies=writes, status_code=201)
     def add_feed(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         unknown = set(body) - {"url", "name", "interval"}

@@ -184,6 +184,13 @@ def topic_filter(value: str) -> str:
     return topic
 
 
+def event_filter(value: str) -> str:
+    """The event type an ``event`` filter names, as the rules write their ids (lower case,
+    underscores): "Detainer-Declined" and "detainer declined" are ``detainer_declined``, as
+    topics, places and outlets match in any case."""
+    return re.sub(r"[\s-]+", "_", value.strip().lower())
+
+
 def to_fts5(node: Node) -> str:
     """An SQLite FTS5 MATCH expression (every word double-quoted)."""
     if isinstance(node, Term):

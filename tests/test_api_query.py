@@ -77,6 +77,13 @@ def test_sort_cursor_and_filters(storage: Storage) -> None:
         found = client.get("/api/v1/hits", params={"q": "sanctuary vote"}).json()["items"]
         assert len(found) == 4 and all("<mark>" in h["snippet"] for h in found)
         assert "snippet" not in client.get("/api/v1/hits").json()["items"][0]
+        # Event types match in any case, with hyphens or spaces for underscores, as topics,
+        # places and outlets do.
+        events = [
+            client.get("/api/v1/hits", params={"event": e, "limit": 500}).json()["items"]
+            for e in ("detainer_declined", "Detainer-Declined", " detainer declined ")
+        ]
+        assert len(events[0]) == 12 and events[1] == events[2] == events[0]
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from service.search import (
     MARK_END,
     MARK_START,
     Cursor,
+    event_filter,
     parse_query,
     to_fts5,
     to_tsquery,
@@ -83,7 +84,7 @@ def where_clauses(q: HitQuery, dialect: str) -> list[Any]:
             .exists()
         )
     if q.event:
-        out.append(col(HitRow.event_type) == q.event)
+        out.append(col(HitRow.event_type) == event_filter(q.event))
     if q.state:
         out.append(
             select(HitPlaceRow.hit_id)

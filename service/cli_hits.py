@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from service.api.hits import hits_csv, hits_jsonl, stats_payload
 from service.errors import QueryError
+from service.search import state_code
 from service.storage import Storage, hit_payload
 from service.types import HitQuery
 
@@ -50,14 +50,6 @@ def parse_when(name: str, value: str | None) -> datetime | None:
 # The API's bounds on the same filters (``service.api.hits``): a value outside them is a
 # mistake to report, not a filter that quietly matches nothing ("--state Massachusetts",
 # "--min-score 50") or everything.
-STATE_CODE = re.compile(r"[A-Za-z]{2}")
-
-
-def state_filter(value: str | None) -> str | None:
-    """``--state`` as given, or a ``QueryError``: the filter takes a two-letter code."""
-    if value is None or STATE_CODE.fullmatch(value):
-        return value
-    raise QueryError("--state", f"expected a two-letter state code such as MA, not {value!r}")
 
 
 def min_score_filter(value: float | None) -> float | None:
@@ -82,7 +74,7 @@ def query_from_args(args: argparse.Namespace) -> HitQuery:
         topic=args.topic,
         event=args.event,
         jurisdiction=args.jurisdiction,
-        state=state_filter(args.state),
+        state=state_code("--state", args.state),
         feed=args.feed,
         source=args.source,
         since=parse_when("--since", args.since),

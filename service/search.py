@@ -184,6 +184,14 @@ def topic_filter(value: str) -> str:
     return topic
 
 
+def state_code(param: str, value: str | None) -> str | None:
+    """A state filter as given, or a QueryError naming ``param``: the filter takes a
+    two-letter code ("Massachusetts" would only match nothing)."""
+    if value is None or re.fullmatch(r"[A-Za-z]{2}", value):
+        return value
+    raise QueryError(param, f"expected a two-letter state code such as MA, not {value!r}")
+
+
 def event_filter(value: str) -> str:
     """The event type an ``event`` filter names, as the rules write their ids (lower case,
     underscores): "Detainer-Declined" and "detainer declined" are ``detainer_declined``, as

@@ -105,7 +105,14 @@ def test_pages_escape_feed_text_and_filter(site: str) -> None:
     assert httpx.get(site + "/hits/999").status_code == 404
     assert "a.example/rss" in httpx.get(site + "/feeds").text
     assert "Denver" in httpx.get(site + "/jurisdictions").text
-    assert httpx.get(site + "/", params={"since": "not-a-date"}).status_code == 422
+    # Filters that cannot be read are said on the page, as a search that does not parse is
+    # (a bad date was a bare JSON 422; a state name matched nothing without a word).
+    bad_date = httpx.get(site + "/", params={"since": "not-a-date"})
+    assert bad_date.status_code == 200
+    assert "since: expected a date such as 2025-01-31, not &#39;not-a-date&#39;" in bad_date.text
+    bad_state = httpx.get(site + "/", params={"state": "Illinois"}).text
+    assert "state: expected a two-letter state code such as MA" in bad_state
+    assert "Chicago, IL" not in bad_state.split('id="no-hits"')[0]
     scripted = httpx.get(site + "/hits/4")  # its article's link is "javascript:..."
     assert SCRIPT_LINK in scripted.text and 'href="javascript' not in scripted.text
     assert 'href="https://news.example/1"' in httpx.get(site + "/hits/2").text

@@ -24,6 +24,7 @@ from service.api.hits import RowId
 from service.api.webhooks import delivery_payload
 from service.errors import QueryError
 from service.normalize import is_web_url
+from service.search import state_code
 from service.storage import Storage, hit_payload
 from service.types import TOPICS, HitQuery
 
@@ -155,8 +156,8 @@ def _date(value: str | None) -> datetime | None:
         return None
     try:
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    except ValueError:
-        raise HTTPException(422, "since: expected a date such as 2025-01-31") from None
+    except ValueError:  # said on the page, as a search that does not parse is
+        raise QueryError("since", f"expected a date such as 2025-01-31, not {value!r}") from None
 
 
 def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None:
@@ -215,7 +216,7 @@ def add_dashboard_routes(app: FastAPI, storage: Storage, api_token: str) -> None
                     q=f["q"],
                     topic=f["topic"],
                     event=f["event"],
-                    state=f["state"],
+                    state=state_code("state", f["state"]),
                     since=_date(f["since"]),
                     limit=PAGE,
                     cursor=cursor or None,

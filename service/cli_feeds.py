@@ -114,6 +114,11 @@ def add_feed(
 ) -> int:
     from service.decide import parse_duration
 
+    try:  # before any request: a typo here should not cost a fetch of the page first
+        interval = parse_duration(args.interval) if args.interval else None
+    except ValueError as e:
+        print(f"error: --interval: {e}", file=sys.stderr)
+        return 1
     allow_private = bool(cfg["network.allow_private_addresses"])
     url = args.url
     refusal = _refusal(url, allow_private)
@@ -129,7 +134,6 @@ def add_feed(
     if refusal is not None:
         print(f"error: {refusal}", file=sys.stderr)
         return 1
-    interval = parse_duration(args.interval) if args.interval else None
     feed, created = storage.add_feed(url, now, args.name, interval)
     print(("added" if created else "already present") + f": feed {feed.id} {feed.url}")
     return 0

@@ -72,14 +72,33 @@ def test_classify_rejects_a_bad_line_with_its_number() -> None:
     assert "stdin line 2" in out.stderr
 
 
+# `feeds add` fetches the URL to look for the feed a page announces; a feed outside
+# 127.0.0.1 is added without that fetch, so that no test sends traffic off the machine.
+OFFLINE = ("--no-discover",)
+
+
 def test_feeds_add_list_remove(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     assert dw("migrate", config=cfg).returncode == 0
-    added = dw("feeds", "add", "https://example.org/rss.xml", "--name", "Example", config=cfg)
+    added = dw(
+        "feeds", "add", "https://example.org/rss.xml", "--name", "Example", *OFFLINE, config=cfg
+    )
     assert added.returncode == 0 and "added: feed 1" in added.stdout
-    assert "already present" in dw("feeds", "add", "https://example.org/rss.xml", config=cfg).stdout
+    assert (
+        "already present"
+        in dw("feeds", "add", "https://example.org/rss.xml", *OFFLINE, config=cfg).stdout
+    )
     bad = dw("feeds", "add", "example.org/rss", config=cfg)
     assert bad.returncode == 1 and "not an http(s) URL" in bad.stderr
+    # A bad --interval was a traceback after the feed's page had been fetched; now an error
+    # before any request, and nothing is added.
+    for interval in ("5x", "0", "-10m"):
+        typo = dw(
+            "feeds", "add", "https://example.org/other.xml", f"--interval={interval}", config=cfg
+        )
+        assert typo.returncode == 1, typo.stderr
+        assert "error: --interval: invalid duration" in typo.stderr
+        assert "Traceback" not in typo.stderr
     listed = dw("feeds", "list", "--format", "json", config=cfg)
     feeds = [json.loads(x) for x in listed.stdout.splitlines()]
     assert [f["url"] for f in feeds] == ["https://example.org/rss.xml"]

@@ -216,3 +216,21 @@ def test_names_resolving_to_private_addresses_are_refused() -> None:
     assert "fe80::1" in (private_address_reason("http://v6.example/", resolve) or "")
     assert "does not resolve" in (private_address_reason("http://nx.example/", resolve) or "")
     assert private_address_reason("https://93.184.216.34/rss", resolve) is None
+
+
+def test_a_bad_interval_is_refused_before_the_host_is_looked_up(storage: Storage) -> None:
+    asked: list[str] = []
+
+    def resolve(host: str, port: int | None) -> list[tuple[Any, ...]]:
+        asked.append(host)
+        return fake_resolver({host: ["93.184.216.34"]})(host, port)
+
+    app = create_app(storage, TOKEN, clock=lambda: NOW, resolve=resolve)
+    with serve_app(app) as base, httpx.Client(base_url=base, timeout=10) as client:
+        body = {"url": "https://news.example/feed", "interval": "soon"}
+        refused = client.post("/api/v1/feeds", json=body, headers=AUTH)
+        assert refused.status_code == 422 and "invalid duration 'soon'" in refused.json()["error"]
+        assert asked == []
+        body["interval"] = "20m"
+        assert client.post("/api/v1/feeds", json=body, headers=AUTH).status_code == 201
+        assert asked == ["news.example"]  # the resolver given to create_app is the one used

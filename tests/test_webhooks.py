@@ -21,6 +21,7 @@ from service.storage import Storage
 from service.types import Jurisdiction, MatchResult, NewArticle
 from tests.conftest import free_port, serve_app
 from tests.receiver import WebhookReceiver
+from tests.test_api_feeds import fake_resolver
 from tests.test_storage import NOW, SECRET, article, match, poll_update
 
 OTHER = "whsec_YW5vdGhlci1zZWNyZXQtZm9yLXJvdGF0aW9u"
@@ -234,7 +235,9 @@ def test_webhook_api_needs_the_token_and_never_shows_secrets(
         r = httpx.post(f"{base}/api/v1/webhooks", json=body)
         assert r.status_code == 403 and "DW_API_TOKEN" in r.json()["error"]
     auth = {"Authorization": "Bearer tok"}
-    with serve_app(create_app(storage, api_token="tok")) as base:
+    # hooks.example is a public address here, from a table: no test asks the real resolver.
+    public = fake_resolver({"hooks.example": ["93.184.216.34"]})
+    with serve_app(create_app(storage, api_token="tok", resolve=public)) as base:
         assert httpx.post(f"{base}/api/v1/webhooks", json=body).status_code == 401
         created = httpx.post(f"{base}/api/v1/webhooks", json=body, headers=auth)
         assert created.status_code == 201, created.text

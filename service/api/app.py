@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service import __version__
+from service.addresses import Resolver, _system_resolver
 from service.api.auth import token_checks
 from service.api.dashboard import add_dashboard_routes
 from service.api.feeds import add_feed_routes
@@ -35,9 +36,12 @@ def create_app(
     allow_private_addresses: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     metrics: ServiceMetrics | None = None,
+    resolve: Resolver = _system_resolver,
 ) -> FastAPI:
     """Build the app around a storage. ``api_token`` guards /api/* when set; ``metrics``
-    holds the in-process counters /metrics shows beside the database counts."""
+    holds the in-process counters /metrics shows beside the database counts; ``resolve``
+    looks up the host names of feeds and webhooks added through the API (tests give a
+    table, so that no test asks the machine's resolver)."""
     app = FastAPI(
         title="detainer-watch",
         version=__version__,
@@ -109,6 +113,10 @@ def create_app(
     add_metrics_route(app, storage, metrics)
     add_dashboard_routes(app, storage, api_token)
 
-    add_webhook_routes(app, storage, require_token, require_write, allow_private_addresses, clock)
-    add_feed_routes(app, storage, require_token, require_write, allow_private_addresses, clock)
+    add_webhook_routes(
+        app, storage, require_token, require_write, allow_private_addresses, clock, resolve
+    )
+    add_feed_routes(
+        app, storage, require_token, require_write, allow_private_addresses, clock, resolve
+    )
     return app

@@ -97,9 +97,10 @@ def add_feed_routes(
         if name is not None and not isinstance(name, str):
             raise HTTPException(422, "name must be a string")
         try:
-            url = checked_feed_url(body.get("url"), allow_private, resolve)
+            # The interval first: a request refused for it should not look up the host.
             raw_interval = body.get("interval")
             interval = None if raw_interval is None else parse_duration(raw_interval)
+            url = checked_feed_url(body.get("url"), allow_private, resolve)
         except ValueError as e:
             raise HTTPException(422, str(e)) from e
         feed, created = storage.add_feed(url, clock(), name, interval)

@@ -120,3 +120,46 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# --- no traffic off the machine ---------------------------------------------------------------
+# Every name look-up and connection this process makes to anything but loopback is recorded by
+# an audit hook (PEP 578), and the test that made it fails: tests serve feeds, receive webhooks
+# and run databases on 127.0.0.1 only, and give fake resolvers where a public name must be
+# checked. (Subprocesses, such as `dw` commands and the e2e service, are outside the hook.)
+LOOPBACK_NAMES = frozenset({"localhost", "::1", "0.0.0.0", "::", ""})
+OFF_MACHINE: list[str] = []
+
+
+def _is_loopback(host: object) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    if host is None:
+        return True
+    name = str(host)
+    return name in LOOPBACK_NAMES or name.startswith(("127.", "::ffff:127."))
+
+
+def _off_machine_audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.getaddrinfo":
+        if not _is_loopback(args[0]):
+            OFF_MACHINE.append(f"looked up {args[0]!r}")
+    elif event == "socket.connect":
+        address = args[1]
+        if isinstance(address, tuple) and address and not _is_loopback(address[0]):
+            OFF_MACHINE.append(f"connected to {address!r}")
+
+
+sys.addaudithook(_off_machine_audit)
+
+
+@pytest.fixture(autouse=True)
+def _no_traffic_off_the_machine() -> Iterator[None]:
+    before = len(OFF_MACHINE)
+    yield
+    made = OFF_MACHINE[before:]
+    if made:
+        pytest.fail(
+            f"this test reached past 127.0.0.1: {'; '.join(made[:5])}; serve it locally or "
+            "give a fake resolver"
+        )

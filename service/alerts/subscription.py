@@ -95,7 +95,7 @@ def check_url(file: str, key: str, url: Any) -> str:
             file,
             key,
             f"{url!r} is not an http(s) URL",
-            "write a full URL such as https://example.org/feed.xml",
+            "write a full URL that starts with https:// or http://",
         )
     problem = feed_url_too_long(url)
     if problem is not None:

@@ -47,11 +47,9 @@ def parse_when(name: str, value: str | None) -> datetime | None:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
-# The API's bounds on the same filters (``service.api.hits``): a value outside them is a
-# mistake to report, not a filter that quietly matches nothing ("--state Massachusetts",
-# "--min-score 50") or everything.
-
-
+# The API's bounds on the same filters (``service.api.hits``) hold here too: a value outside
+# them is a mistake to report, not a filter that quietly matches nothing ("--state
+# Massachusetts" through ``search.state_code``, "--min-score 50") or everything.
 def min_score_filter(value: float | None) -> float | None:
     """``--min-score`` as given, or a ``QueryError``: scores run from 0 to 1."""
     if value is None or 0 <= value <= 1:

@@ -127,7 +127,8 @@ def serve_app(app: Any) -> Iterator[str]:
 # an audit hook (PEP 578), and the test that made it fails: tests serve feeds, receive webhooks
 # and run databases on 127.0.0.1 only, and give fake resolvers where a public name must be
 # checked. (Subprocesses, such as `dw` commands and the e2e service, are outside the hook.)
-LOOPBACK_NAMES = frozenset({"localhost", "::1", "0.0.0.0", "::", ""})
+# The machine's own name counts too: it names this machine, whatever address it resolves to.
+LOOPBACK_NAMES = frozenset({"localhost", "::1", "0.0.0.0", "::", "", socket.gethostname()})
 OFF_MACHINE: list[str] = []
 
 

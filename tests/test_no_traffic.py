@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from tests.conftest import OFF_MACHINE, _off_machine_audit
         ("socket.getaddrinfo", (b"hooks.example", 80, 0, 1, 6, 0), ["looked up b'hooks.example'"]),
         ("socket.getaddrinfo", ("127.0.0.1", 80, 0, 1, 6, 0), []),
         ("socket.getaddrinfo", ("localhost", 5432, 0, 1, 6, 0), []),
+        ("socket.getaddrinfo", (socket.gethostname(), 80, 0, 1, 6, 0), []),
         ("socket.connect", (None, ("10.255.255.53", 53)), ["connected to ('10.255.255.53', 53)"]),
         ("socket.connect", (None, ("127.0.0.1", 8080)), []),
         ("socket.connect", (None, ("::1", 8080, 0, 0)), []),

@@ -184,10 +184,15 @@ def topic_filter(value: str) -> str:
     return topic
 
 
+# What a ``state`` filter takes: a two-letter code, in any case (the API's parameter pattern
+# and ``state_code`` for the CLI and the dashboard).
+STATE_CODE = r"[A-Za-z]{2}"
+
+
 def state_code(param: str, value: str | None) -> str | None:
     """A state filter as given, or a QueryError naming ``param``: the filter takes a
     two-letter code ("Massachusetts" would only match nothing)."""
-    if value is None or re.fullmatch(r"[A-Za-z]{2}", value):
+    if value is None or re.fullmatch(STATE_CODE, value):
         return value
     raise QueryError(param, f"expected a two-letter state code such as MA, not {value!r}")
 

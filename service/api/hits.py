@@ -17,7 +17,13 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from service.errors import QueryError
-from service.search import MAX_QUERY_CHARS, decode_cursor, parse_query, topic_filter
+from service.search import (
+    MAX_QUERY_CHARS,
+    STATE_CODE,
+    decode_cursor,
+    parse_query,
+    topic_filter,
+)
 from service.storage import Storage, hit_payload
 from service.types import HitQuery, HitRecord, HitStats, PlaceSummary
 
@@ -184,7 +190,7 @@ class HitFilters:
             str | None, Query(max_length=200, description='place name, or "Name, ST"')
         ] = None,
         state: Annotated[
-            str | None, Query(pattern=r"^[A-Za-z]{2}$", description="two-letter code")
+            str | None, Query(pattern=f"^{STATE_CODE}$", description="two-letter code")
         ] = None,
         feed: Annotated[str | None, Query(max_length=2048, description="feed id or URL")] = None,
         source: Annotated[str | None, Query(max_length=200, description="outlet name")] = None,

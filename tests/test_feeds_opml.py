@@ -14,7 +14,7 @@ from service.errors import ParseError
 from service.opml import OpmlFeed, read_opml, write_opml
 from tests.seedfeed import other_items, rss
 from tests.servers import FeedServer
-from tests.test_cli import config, dw
+from tests.test_cli import OFFLINE, config, dw
 
 NOW = datetime(2025, 1, 23, 15, 0, tzinfo=UTC)
 
@@ -203,8 +203,7 @@ def test_feeds_import_and_export(tmp_path: Path) -> None:
     removed = dw("feeds", "remove", "HTTPS://DOCUMENTEDNY.COM/feed/", config=cfg)
     assert removed.returncode == 0 and "documentedny.com/feed/" in removed.stdout
     assert (
-        dw("feeds", "add", "https://documentedny.com/feed/", "--no-discover", config=cfg).returncode
-        == 0
+        dw("feeds", "add", "https://documentedny.com/feed/", *OFFLINE, config=cfg).returncode == 0
     )
     assert [f["name"] for f in listed(cfg)] == ["Documented NY", "Border Report", "No name given"]
 

@@ -22,7 +22,7 @@ from service.errors import ConfigError
 from service.types import TOPICS
 
 from .gazetteer import GazetteerRules
-from .text import TermError, term_regex
+from .text import TermError, TermGate, prefix_lengths, term_gate, term_regex
 
 FIELDS = ("title", "summary", "text")
 ACTOR_KINDS = ("local", "federal")
@@ -48,6 +48,9 @@ class Concept:
     sense: str | None
     requires_any: frozenset[str]
     regex: re.Pattern[str]
+    # One gate per term (``text.term_gate``): the regex runs on a sentence only when one is
+    # open. None: some term has no literal position, so the regex always runs.
+    gates: tuple[TermGate, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,8 @@ class Lexicon:
     events: tuple[EventRule, ...]
     entities: EntityRules
     gazetteer: GazetteerRules
+    # The prefix lengths the concepts' gates hold (``text.sentence_words`` makes only those).
+    gate_lengths: frozenset[int] = frozenset()
 
 
 _VERSION = re.compile(r"^\d{4}\.\d{1,2}\.\d+$")
@@ -286,9 +291,16 @@ def load_lexicon(path: Path) -> Lexicon:
                     f"{t!r} contains no prefilter anchor",
                     "add an anchor to [prefilter].anchors or reword the term",
                 )
+        gates = tuple(term_gate(t) for t in terms)
         concepts.append(
             Concept(
-                cid, topics, c.unit("weight"), sense_of(c), req, compile_terms(c, "terms", terms)
+                cid,
+                topics,
+                c.unit("weight"),
+                sense_of(c),
+                req,
+                compile_terms(c, "terms", terms),
+                None if any(not g for g in gates) else gates,
             )
         )
     if not concepts:
@@ -360,6 +372,7 @@ def load_lexicon(path: Path) -> Lexicon:
         events=tuple(events),
         entities=entities,
         gazetteer=_gazetteer(r.sub("gazetteer", {})),
+        gate_lengths=prefix_lengths(g for c in concepts for g in c.gates or ()),
     )
 
 

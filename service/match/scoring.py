@@ -23,6 +23,7 @@ from service.types import MatchedTerm
 
 from .lexicon import Concept, Lexicon
 from .senses import SenseChecker
+from .text import gate_open, sentence_words
 
 
 @dataclass(slots=True)
@@ -62,7 +63,10 @@ def analyse_sentence(
 ) -> SentenceHit | None:
     """Match concepts and actors in ``text[start:end]``; None when no concept survives."""
     raw: list[tuple[int, int, float, Concept]] = []
+    words, prefixes = sentence_words(text[start:end], lex.gate_lengths)
     for c in lex.concepts:
+        if c.gates is not None and not gate_open(c.gates, words, prefixes):
+            continue
         for m in c.regex.finditer(text, start, end):
             if m.end() > m.start() and senses.accepts(c.sense, text, m.start(), m.end()):
                 raw.append((m.start(), m.end(), c.weight, c))

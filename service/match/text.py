@@ -188,3 +188,78 @@ def literal_words(term: str) -> Iterator[str]:
         if not _GAP_TOKEN.match(tok) and not _MACRO.match(tok):
             for alt in tok.split("|"):
                 yield alt.rstrip("*").lower()
+
+
+# ------------------------------------------------------------------------------ term gates
+# A concept's regular expression is an alternation of its terms, each a run of word positions
+# joined by gaps, compiled case-insensitively. Python's ``re`` cannot skip ahead in such a
+# pattern: it tries every term at every character, ~0.5 ms for a sentence against the whole
+# rules file. A gate is a cheaper necessary condition: every literal position of a term must
+# have one of its words among the sentence's words (``ban|bans|barred`` a word equal to one of
+# them, ``limit*`` a word starting with "limit"). A concept whose every term has a closed gate
+# cannot match, so its expression is not run. Macro positions are not gated.
+
+# Exact words and prefixes, any of which opens one position.
+GatePosition = tuple[frozenset[str], frozenset[str]]
+# A term's gated positions (all must open); an empty tuple is always open.
+TermGate = tuple[GatePosition, ...]
+
+# The only characters beyond ASCII that ``re.IGNORECASE`` matches to an ASCII letter or digit
+# (found by testing every code point): dotted and dotless i, long s, the Kelvin sign.
+# ``str.lower`` would turn "İ" into two characters, so they are mapped first.
+_ASCII_CASE = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}
+_WORDS = re.compile(r"\w+")
+_LEADING_ALNUM = re.compile(r"[a-z0-9]+")
+
+
+def term_gate(term: str) -> TermGate:
+    """The gate of one rule term: per literal position, the words (exact) and prefixes
+    (``word*``, and the leading letters of a word with an apostrophe, hyphen or dot, whose
+    expression spans several of the sentence's words) one of which the sentence must hold."""
+    positions: list[GatePosition] = []
+    for tok in term.split():
+        if _GAP_TOKEN.match(tok) or _MACRO.match(tok):
+            continue
+        exact: set[str] = set()
+        prefixes: set[str] = set()
+        for alt in tok.split("|"):
+            core = alt[:-1] if alt.endswith("*") else alt
+            low = core.lower()
+            if low.isascii() and low.isalnum() and not alt.endswith("*"):
+                exact.add(low)
+                continue
+            lead = _LEADING_ALNUM.match(low)
+            if lead is None:
+                break  # a word that starts with punctuation: no gate on this position
+            prefixes.add(lead.group(0))
+        else:
+            positions.append((frozenset(exact), frozenset(prefixes)))
+    return tuple(positions)
+
+
+def prefix_lengths(gates: Iterator[TermGate]) -> frozenset[int]:
+    """The lengths of every prefix in ``gates`` (``sentence_words`` makes only those)."""
+    return frozenset(len(p) for gate in gates for _, prefixes in gate for p in prefixes)
+
+
+def sentence_words(text: str, lengths: frozenset[int]) -> tuple[frozenset[str], frozenset[str]]:
+    """The words of ``text`` as the gates compare them (lower-cased the way ``re.IGNORECASE``
+    matches ASCII), and their prefixes of the given lengths."""
+    if not text.isascii():
+        for src, dst in _ASCII_CASE.items():
+            if src in text:
+                text = text.replace(src, dst)
+    words = frozenset(_WORDS.findall(text.lower()))
+    prefixes = frozenset(w[:n] for w in words for n in lengths if n <= len(w))
+    return words, prefixes
+
+
+def gate_open(gates: tuple[TermGate, ...], words: frozenset[str], prefixes: frozenset[str]) -> bool:
+    """Whether any of the terms ``gates`` stand for could match a sentence of these words."""
+    for gate in gates:
+        for exact, starts in gate:
+            if exact.isdisjoint(words) and starts.isdisjoint(prefixes):
+                break
+        else:
+            return True
+    return False

@@ -21,7 +21,7 @@ Term syntax (documented in docs/matcher.md and the rules file header):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 # Longest sentence we examine as one unit. Past this a "sentence" is a run-on page dump (no
 # punctuation), and scanning it with the gap patterns would cost quadratic-ish time.
@@ -237,7 +237,7 @@ def term_gate(term: str) -> TermGate:
     return tuple(positions)
 
 
-def prefix_lengths(gates: Iterator[TermGate]) -> frozenset[int]:
+def prefix_lengths(gates: Iterable[TermGate]) -> frozenset[int]:
     """The lengths of every prefix in ``gates`` (``sentence_words`` makes only those)."""
     return frozenset(len(p) for gate in gates for _, prefixes in gate for p in prefixes)
 

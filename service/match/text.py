@@ -1,8 +1,9 @@
 """Text helpers for the matcher: length-preserving folding, sentences, the rule-term syntax.
 
 Owns: turning a field into a lower-cased twin with the same offsets (so every offset found in
-the twin indexes the original), sentence spans, word-boundary tests, and compiling the small
-term language of the rules file into regular expressions.
+the twin indexes the original), sentence spans, word-boundary tests, compiling the small
+term language of the rules file into regular expressions, and the terms' gates (the words a
+sentence must hold for a term to match, checked before its expression runs).
 
 Does not: strip HTML, decode entities or collapse whitespace — ``normalize.py`` does that
 before the matcher sees an article, and offsets must index exactly the text we were given.

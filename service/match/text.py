@@ -90,9 +90,12 @@ def bounded(text: str, start: int, end: int, prefix: bool = False) -> bool:
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Split ``text`` into sentence spans ``(start, end)``, whitespace trimmed, never empty.
 
-    A boundary is end punctuation followed by whitespace, or a line break; a period after a
-    known abbreviation or a single capital (initial) is not a boundary. Spans longer than
-    ``MAX_SENTENCE_CHARS`` are cut into pieces so later stages stay bounded.
+    A boundary is end punctuation followed by whitespace, or a line break. A period after a
+    known abbreviation or a single capital (initial) was meant not to be one, but the check
+    below compares the word with its period to ``_ABBREVIATIONS`` (without), so it never
+    fires; the rules are tuned on that, and docs/matcher.md (Sentences) says what fixing it
+    changes. Spans longer than ``MAX_SENTENCE_CHARS`` are cut into pieces so later stages
+    stay bounded.
     """
     spans: list[tuple[int, int]] = []
     start = 0

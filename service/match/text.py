@@ -47,18 +47,7 @@ _FOLD = (
     ("\u2014", "-"),
 )
 
-# Abbreviations after which a period does not end a sentence (news style: titles, states,
-# months, initials). Lower-cased, without the final period.
-_ABBREVIATIONS = frozenset(
-    """mr mrs ms dr gov sen rep st lt gen col sgt capt cmdr det sr jr inc co corp ltd no vs
-    u.s u.s.a d.c n.y n.j n.c s.c n.h n.m n.d s.d w.va a.m p.m e.g i.e etc jan feb mar apr
-    jun jul aug sep sept oct nov dec mass calif tenn tex ill fla minn colo ore wash ariz ga va
-    md pa conn mich wis ky la ala miss mo okla kan neb nev del vt dept atty gov.-elect ft mt
-    pres supt""".split()
-)
-
 _BOUNDARY = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*\s+|\n\s*")
-_LAST_TOKEN = re.compile(r"([\w.\-]+)[.!?]*[\"')\]\u201d\u2019]*\s*$")
 
 
 def fold(text: str) -> str:
@@ -90,21 +79,14 @@ def bounded(text: str, start: int, end: int, prefix: bool = False) -> bool:
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Split ``text`` into sentence spans ``(start, end)``, whitespace trimmed, never empty.
 
-    A boundary is end punctuation followed by whitespace, or a line break. A period after a
-    known abbreviation or a single capital (initial) was meant not to be one, but the check
-    below compares the word with its period to ``_ABBREVIATIONS`` (without), so it never
-    fires; the rules are tuned on that, and docs/matcher.md (Sentences) says what fixing it
-    changes. Spans longer than ``MAX_SENTENCE_CHARS`` are cut into pieces so later stages
-    stay bounded.
+    A boundary is end punctuation followed by whitespace, or a line break, so an
+    abbreviation's period ("Gov.", "U.S.") ends a sentence too: the rules are tuned on that,
+    and docs/matcher.md (Sentences) says what keeping abbreviations whole changed. Spans
+    longer than ``MAX_SENTENCE_CHARS`` are cut into pieces so later stages stay bounded.
     """
     spans: list[tuple[int, int]] = []
     start = 0
     for m in _BOUNDARY.finditer(text):
-        if m.group(0)[0] == ".":
-            tok = _LAST_TOKEN.search(text, max(start, m.start() - 30), m.start() + 1)
-            word = tok.group(1).lower() if tok else ""
-            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
-                continue
         _add_span(text, start, m.end(), spans)
         start = m.end()
     _add_span(text, start, len(text), spans)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 Resolver = Callable[[str, int | None], Sequence[tuple[Any, ...]]]
 
 
-def _system_resolver(host: str, port: int | None) -> Sequence[tuple[Any, ...]]:
+def system_resolver(host: str, port: int | None) -> Sequence[tuple[Any, ...]]:
     return socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
 
 
@@ -37,7 +37,7 @@ def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def private_address_reason(url: str, resolve: Resolver = _system_resolver) -> str | None:
+def private_address_reason(url: str, resolve: Resolver = system_resolver) -> str | None:
     """Why ``url`` must not be fetched for a user (its host is or resolves to a
     non-public address, or does not resolve), or ``None`` when every address is public."""
     parts = urlsplit(url)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service import __version__
-from service.addresses import Resolver, _system_resolver
+from service.addresses import Resolver, system_resolver
 from service.api.auth import token_checks
 from service.api.dashboard import add_dashboard_routes
 from service.api.feeds import add_feed_routes
@@ -36,7 +36,7 @@ def create_app(
     allow_private_addresses: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     metrics: ServiceMetrics | None = None,
-    resolve: Resolver = _system_resolver,
+    resolve: Resolver = system_resolver,
 ) -> FastAPI:
     """Build the app around a storage. ``api_token`` guards /api/* when set; ``metrics``
     holds the in-process counters /metrics shows beside the database counts; ``resolve``

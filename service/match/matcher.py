@@ -98,6 +98,8 @@ class Matcher:
         mentions = [m for name, value in fields for m in self._gazetteer.find(name, value)]
         blocked = [(fields[f.field_index][0], f.start, f.end) for f in officials]
         places = self._gazetteer.resolve(mentions, blocked)
+        title = texts.get("title", "")
+        title_local = any(a.regex.search(title) for a in lex.actors if a.kind == "local")
         hits: list[SentenceHit] = []
         for name, value in fields:
             starts = anchors[name]
@@ -107,7 +109,7 @@ class Matcher:
             for s, e in sentence_spans(value):
                 i = bisect_left(starts, s)
                 if i < len(starts) and starts[i] < e:
-                    hit = analyse_sentence(lex, name, value, s, e, senses, spans)
+                    hit = analyse_sentence(lex, name, value, s, e, senses, spans, title_local)
                     if hit is not None:
                         hits.append(hit)
         if not hits:

@@ -60,15 +60,23 @@ def analyse_sentence(
     end: int,
     senses: SenseChecker,
     place_spans: Sequence[tuple[int, int]],
+    title_local: bool = False,
 ) -> SentenceHit | None:
-    """Match concepts and actors in ``text[start:end]``; None when no concept survives."""
+    """Match concepts and actors in ``text[start:end]``; None when no concept survives.
+
+    ``title_local``: the item's title names a local actor, which then stands for one in a
+    summary or text sentence that refers back to it ("Police chief lays out priorities" ...
+    "Her department will stay out of federal immigration work") when a concept
+    ``requires_any`` local; it earns no bonus."""
     raw: list[tuple[int, int, float, Concept]] = []
     words, prefixes = sentence_words(text[start:end], lex.gate_lengths)
     for c in lex.concepts:
         if c.gates is not None and not gate_open(c.gates, words, prefixes):
             continue
         for m in c.regex.finditer(text, start, end):
-            if m.end() > m.start() and senses.accepts(c.sense, text, m.start(), m.end()):
+            if m.end() > m.start() and senses.accepts(
+                c.sense, text, m.start(), m.end(), (start, end)
+            ):
                 raw.append((m.start(), m.end(), c.weight, c))
     if not raw:
         return None
@@ -87,7 +95,7 @@ def analyse_sentence(
             continue
         need = r[3].requires_any
         if need and not (
-            ("local" in need and hit.local)
+            ("local" in need and (hit.local or (title_local and field_name != "title")))
             or ("federal" in need and hit.federal)
             or ("place" in need and hit.place)
         ):

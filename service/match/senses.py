@@ -24,16 +24,29 @@ class SenseChecker:
         self._item = item_text
         self._item_ok: dict[str, bool] = {}
 
-    def accepts(self, sense_id: str | None, text: str, start: int, end: int) -> bool:
-        """True when the match ``text[start:end]`` is in sense ``sense_id`` (None = any)."""
+    def accepts(
+        self,
+        sense_id: str | None,
+        text: str,
+        start: int,
+        end: int,
+        bounds: tuple[int, int] | None = None,
+    ) -> bool:
+        """True when the match ``text[start:end]`` is in sense ``sense_id`` (None = any).
+
+        ``bounds`` (the match's sentence) clips the ``window`` searched for negative
+        contexts: a word in the next sentence says nothing about this one's sense ("... gun
+        violence. Her department will stay out of federal immigration work").
+        """
         if sense_id is None:
             return True
         sense = self._senses[sense_id]
         if not self._item_level(sense):
             return False
         if sense.negative_near is not None and sense.window > 0:
-            lo = max(0, start - sense.window)
-            hi = min(len(text), end + sense.window)
+            first, last = bounds if bounds is not None else (0, len(text))
+            lo = max(first, start - sense.window)
+            hi = min(last, end + sense.window)
             if sense.negative_near.search(text, lo, hi):
                 return False
         return True

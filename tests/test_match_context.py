@@ -1,0 +1,81 @@
+"""What a sentence may borrow from around it, and what it may not.
+
+* A sense's negative contexts are searched only inside the match's own sentence: "gun" in the
+  sentence before does not make "stay out of federal immigration work" a gun-sanctuary story.
+* A concept that ``requires_any`` local actor is satisfied in a summary or text sentence by
+  a local actor in the item's title ("Police chief lays out priorities" ... "Her department
+  will stay out of federal immigration work"), never by one in another body sentence, and a
+  title sentence must name its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from service.match import Matcher
+from service.match.lexicon import Sense
+from service.match.senses import SenseChecker
+from tests.conftest import RULES
+
+
+@pytest.fixture(scope="module")
+def matcher() -> Matcher:
+    return Matcher.load(RULES)
+
+
+def test_sense_window_stops_at_the_sentence_bounds() -> None:
+    sense = Sense(
+        id="s",
+        window=60,
+        negative_near=re.compile(r"\bgun\b"),
+        negative_item=None,
+        require_item=None,
+    )
+    checker = SenseChecker({"s": sense}, "")
+    text = "Officers will target gun violence. They will stay out of immigration work."
+    start = text.index("stay")
+    end = start + len("stay out of immigration work")
+    sentence = (text.index("They"), len(text))
+    assert not checker.accepts("s", text, start, end)  # the old reach: the whole field
+    assert checker.accepts("s", text, start, end, sentence)
+    inside = "They will stay out of gun and immigration work."
+    assert not checker.accepts("s", inside, 5, 20, (0, len(inside)))
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "flagged"),
+    [
+        # the title's local actor stands for the summary's "her department"
+        (
+            "City's new police chief lays out priorities",
+            "Chief Dana Price said officers will focus on traffic deaths and gun violence. "
+            "Her department, she added, will stay out of federal immigration work.",
+            True,
+        ),
+        # no local actor in the title: a hospital's department is not a police force
+        (
+            "New hospital director lays out priorities",
+            "Her department, she added, will stay out of federal immigration work.",
+            False,
+        ),
+        # another body sentence's local actor does not carry over
+        (
+            "New director lays out priorities",
+            "The police chief spoke first. Her department, she added, will stay out of "
+            "federal immigration work.",
+            False,
+        ),
+        # a title must name its own local actor
+        ("Department will stay out of federal immigration work", "", False),
+        ("Police will stay out of federal immigration work", "", True),
+    ],
+)
+def test_a_title_local_actor_stands_for_one_in_the_body(
+    matcher: Matcher, title: str, summary: str, flagged: bool
+) -> None:
+    r = matcher.classify(title, summary)
+    assert r.flagged is flagged, r
+    if flagged:
+        assert "sanctuary.enforcement_limits" in r.rules

@@ -458,25 +458,35 @@ def _anchored(term: str, anchors: tuple[tuple[str, bool], ...], macros: frozense
         runs[-1].append(alts)
     phrases = [(anchor.split(), prefix) for anchor, prefix in anchors if " " in anchor]
     return any(
-        _spells_a_phrase(run[start : start + len(words)], phrases)
+        _spells_a_phrase(run[start : start + n], phrases)
         for run in runs
-        for words, _ in phrases
-        for start in range(len(run) - len(words) + 1)
+        for n in {len(words) for words, _ in phrases}
+        for start in range(len(run) - n + 1)
     )
 
 
 def _spells_a_phrase(run: list[list[str]], phrases: list[tuple[list[str], bool]]) -> bool:
     """True if each choice of one alternative per position of ``run`` is a phrase anchor."""
-    if math.prod(len(alts) for alts in run) > 4096:
-        return False  # too many to check: the term must name an anchor otherwise
+    n = len(run)
+    # Phrases that every position could spell with some alternative; usually none.
+    fits = [
+        (words, prefix)
+        for words, prefix in phrases
+        if len(words) == n
+        and all(
+            any(_spells(alt, word, prefix and i == n - 1) for alt in alts)
+            for i, (alts, word) in enumerate(zip(run, words, strict=True))
+        )
+    ]
+    if not fits or math.prod(len(alts) for alts in run) > 4096:
+        return False  # too many choices to check: the term must name an anchor otherwise
     return all(
         any(
-            len(words) == len(choice)
-            and all(
-                _spells(alt, word, prefix and i == len(words) - 1)
+            all(
+                _spells(alt, word, prefix and i == n - 1)
                 for i, (alt, word) in enumerate(zip(choice, words, strict=True))
             )
-            for words, prefix in phrases
+            for words, prefix in fits
         )
         for choice in itertools.product(*run)
     )

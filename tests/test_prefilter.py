@@ -20,7 +20,7 @@ import pytest
 
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
-from service.match.prefilter import Prefilter
+from service.match.prefilter import Prefilter, case_forms
 from service.parse_worker import ParsedDocument, ParsePool, parse_document
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
@@ -99,6 +99,32 @@ def test_no_anchor_means_nothing_matched_in_every_shared_feed(matcher: Matcher) 
         result = matcher.classify(article.title, article.summary, article.text)
         if not anchored:
             assert result == matcher.no_match, article.url
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Deputies will not ask what country they are from", True),
+        ("What Country They Are From: the sheriff's new booking form", True),
+        ("What country they are from no longer matters at booking", True),
+        ("WHAT COUNTRY THEY ARE FROM", True),
+        ("what COUNTRY they ARE from", False),  # an odd mixture, as "SaNcTuArY" is
+        ("TRUST Act", True),
+        ("Trust ACT", True),
+    ],
+)
+def test_phrase_anchors_are_held_in_the_cases_news_copy_prints(text: str, found: bool) -> None:
+    pre = Prefilter([("what country they are from", False), ("trust act", True)])
+    assert bool(pre.find(text)) is found
+
+
+def test_long_phrase_anchors_do_not_multiply_their_case_forms() -> None:
+    """Each word in three cases would hold 3^5 = 243 spellings of a five-word anchor in every
+    process that builds the automaton; lower or Title case per word and the phrase in UPPER
+    case are 2^5 + 1 = 33. Two-word anchors keep all nine ("TRUST Act")."""
+    assert len(case_forms("what country they are from")) == 33
+    assert len(case_forms("trust act")) == 9
+    assert len(case_forms("ice")) == 3
 
 
 def test_prefilter_pickles_as_its_anchors(matcher: Matcher) -> None:

@@ -446,7 +446,7 @@ def _anchored(term: str, anchors: tuple[tuple[str, bool], ...], macros: frozense
     takes ("lack|lacking papers" needs both "lack papers" and "lacking papers").
     """
     runs: list[list[list[str]]] = [[]]  # positions between gaps and unanchored macros
-    words = [(anchor, prefix) for anchor, prefix in anchors if " " not in anchor]
+    one_word = [(anchor, prefix) for anchor, prefix in anchors if " " not in anchor]
     for tok in term.split():
         if tok.startswith("...") or (tok.startswith("{") and tok.endswith("}")):
             if tok[1:-1] in macros:
@@ -454,7 +454,7 @@ def _anchored(term: str, anchors: tuple[tuple[str, bool], ...], macros: frozense
             runs.append([])
             continue
         alts = [a.lower() for a in tok.split("|")]
-        if all(any(_covers(a, anchor, prefix) for anchor, prefix in words) for a in alts):
+        if all(any(_covers(a, anchor, prefix) for anchor, prefix in one_word) for a in alts):
             return True  # (a phrase anchor never covers one word: see the runs below)
         runs[-1].append(alts)
     phrases = [(anchor.split(), prefix) for anchor, prefix in anchors if " " in anchor]

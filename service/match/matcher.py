@@ -15,6 +15,7 @@ Does not: fetch, store, or read anything after ``load`` — it is pure and immut
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left
 from pathlib import Path
 
@@ -99,7 +100,11 @@ class Matcher:
         blocked = [(fields[f.field_index][0], f.start, f.end) for f in officials]
         places = self._gazetteer.resolve(mentions, blocked)
         title = texts.get("title", "")
-        title_local = any(a.regex.search(title) for a in lex.actors if a.kind == "local")
+
+        @functools.cache
+        def title_local() -> bool:  # read only if a body sentence needs it
+            return any(a.regex.search(title) for a in lex.actors if a.kind == "local")
+
         hits: list[SentenceHit] = []
         for name, value in fields:
             starts = anchors[name]

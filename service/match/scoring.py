@@ -16,7 +16,7 @@ Does not: find sentences or places (``matcher``), decide senses (``senses``), or
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from service.types import MatchedTerm
@@ -60,14 +60,15 @@ def analyse_sentence(
     end: int,
     senses: SenseChecker,
     place_spans: Sequence[tuple[int, int]],
-    title_local: bool = False,
+    title_local: Callable[[], bool] = lambda: False,
 ) -> SentenceHit | None:
     """Match concepts and actors in ``text[start:end]``; None when no concept survives.
 
-    ``title_local``: the item's title names a local actor, which then stands for one in a
-    summary or text sentence that refers back to it ("Police chief lays out priorities" ...
-    "Her department will stay out of federal immigration work") when a concept
-    ``requires_any`` local; it earns no bonus."""
+    ``title_local()``: whether the item's title names a local actor, which then stands for
+    one in a summary or text sentence that refers back to it ("Police chief lays out
+    priorities" ... "Her department will stay out of federal immigration work") when a
+    concept ``requires_any`` local; it earns no bonus. Called only when a body sentence's
+    concept needs it, so items that never do skip reading the title for actors."""
     raw: list[tuple[int, int, float, Concept]] = []
     words, prefixes = sentence_words(text[start:end], lex.gate_lengths)
     for c in lex.concepts:
@@ -95,7 +96,7 @@ def analyse_sentence(
             continue
         need = r[3].requires_any
         if need and not (
-            ("local" in need and (hit.local or (title_local and field_name != "title")))
+            ("local" in need and (hit.local or (field_name != "title" and title_local())))
             or ("federal" in need and hit.federal)
             or ("place" in need and hit.place)
         ):

@@ -10,6 +10,7 @@ Every problem raises ``ConfigError(file, key, problem, fix)``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -23,7 +24,7 @@ from service.errors import ConfigError
 from service.types import TOPICS
 
 from .gazetteer import GazetteerRules
-from .text import TermError, TermGate, prefix_lengths, term_gate, term_regex
+from .text import TermError, TermGate, prefix_lengths, term_gate, term_positions, term_regex
 
 FIELDS = ("title", "summary", "text")
 ACTOR_KINDS = ("local", "federal")
@@ -445,25 +446,35 @@ def _anchored(term: str, anchors: tuple[tuple[str, bool], ...], macros: frozense
     run of adjacent positions that spells a phrase anchor whichever alternatives the text
     takes ("lack|lacking papers" needs both "lack papers" and "lacking papers").
     """
+    one_word, phrases = _split_anchors(anchors)
     runs: list[list[list[str]]] = [[]]  # positions between gaps and unanchored macros
-    one_word = [(anchor, prefix) for anchor, prefix in anchors if " " not in anchor]
-    for tok in term.split():
-        if tok.startswith("...") or (tok.startswith("{") and tok.endswith("}")):
-            if tok[1:-1] in macros:
-                return True
+    for pos in term_positions(term):
+        if isinstance(pos, str) and pos in macros:
+            return True
+        if not isinstance(pos, list):
             runs.append([])
             continue
-        alts = [a.lower() for a in tok.split("|")]
+        alts = [a.lower() for a in pos]
         if all(any(_covers(a, anchor, prefix) for anchor, prefix in one_word) for a in alts):
             return True  # (a phrase anchor never covers one word: see the runs below)
         runs[-1].append(alts)
-    phrases = [(anchor.split(), prefix) for anchor, prefix in anchors if " " in anchor]
     return any(
         _spells_a_phrase(run[start : start + n], phrases)
         for run in runs
         for n in {len(words) for words, _ in phrases}
         for start in range(len(run) - n + 1)
     )
+
+
+@functools.lru_cache(maxsize=8)  # one entry per rules file loaded (reloads included)
+def _split_anchors(
+    anchors: tuple[tuple[str, bool], ...],
+) -> tuple[list[tuple[str, bool]], list[tuple[list[str], bool]]]:
+    """The one-word anchors, and the phrase anchors split into words: once per anchor set,
+    not once per term."""
+    one_word = [(anchor, prefix) for anchor, prefix in anchors if " " not in anchor]
+    phrases = [(anchor.split(), prefix) for anchor, prefix in anchors if " " in anchor]
+    return one_word, phrases
 
 
 def _spells_a_phrase(run: list[list[str]], phrases: list[tuple[list[str], bool]]) -> bool:

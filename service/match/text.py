@@ -228,12 +228,22 @@ def _word_regex(word: str, tok: str) -> str:
     return rx + (r"\w*" if star else "")
 
 
-def _literal_positions(term: str) -> Iterator[list[str]]:
-    """The alternatives of each literal (non-macro, non-gap) word position of a term, as
-    written (``honor*|comply`` gives ``["honor*", "comply"]``)."""
+def term_positions(term: str) -> Iterator[list[str] | str | None]:
+    """Each position of a term as ``term_regex`` reads it: ``None`` for a ``...`` gap, the
+    macro's name for ``{NAME}``, else the word's alternatives as written (``honor*|comply``
+    gives ``["honor*", "comply"]``)."""
     for tok in term.split():
-        if not _GAP_TOKEN.match(tok) and not _MACRO.match(tok):
+        if _GAP_TOKEN.match(tok):
+            yield None
+        elif m := _MACRO.match(tok):
+            yield m.group(1)
+        else:
             yield tok.split("|")
+
+
+def _literal_positions(term: str) -> Iterator[list[str]]:
+    """The alternatives of each literal (non-macro, non-gap) word position of a term."""
+    return (p for p in term_positions(term) if isinstance(p, list))
 
 
 # ------------------------------------------------------------------------------ term gates

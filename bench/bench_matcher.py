@@ -5,6 +5,8 @@ Measures, in one process on one core:
 * build time of ``Matcher.load`` (rules + gazetteer), median of 5;
 * memory the built matcher holds (tracemalloc, retained after load) and the load's peak;
 * how many anchors the prefilter holds, and in how many spellings (``prefilter.case_forms``);
+* how many first letters the anchors begin with: each new one measured ~10 % more scan time per
+  KB (docs/matcher.md, "Editing the rules");
 * items/s for title + summary with explanation and entities on: real news-feed items (mostly
   off-topic, so mostly the prefilter path) and the dev corpus (on-topic heavy);
 * µs per KB of non-matching body text (target ≤ 20);
@@ -91,6 +93,9 @@ def main() -> None:
         # The automaton is C memory, which tracemalloc does not see; every parse worker
         # builds one too.
         ("prefilter anchors / spellings in its automaton", f"{len(anchors)} / {spellings:,}", ""),
+        # An anchor that begins with a letter no other anchor begins with widened the
+        # automaton's root and cost ~10 % of the scan of every text (docs/matcher.md).
+        ("prefilter anchors' first letters", f"{len({a[0] for a, _ in anchors})}", ""),
     ]
 
     docs: list[bytes] = []

@@ -11,7 +11,10 @@ Measures, in one process on one core:
   off-topic, so mostly the prefilter path) and the dev corpus (on-topic heavy);
 * µs per KB of non-matching body text (target ≤ 20);
 * feedparser's per-item parse cost on the same feeds, and the matcher's share of it
-  (target ≤ 10%).
+  (target ≤ 10%);
+* with ``--try-anchor WORD`` (repeatable): the prefilter alone over the same non-matching
+  text, with the rules' anchors and with each extra anchor added, in alternating rounds - what
+  a new anchor would cost every article before it is added to the rules.
 
 Run: ``.venv/bin/python bench/bench_matcher.py [--feeds DIR] [--corpus FILE]``. Feeds and the
 corpus come from the team's ``shared/`` folder beside the checkout; missing parts are skipped.
@@ -20,6 +23,7 @@ corpus come from the team's ``shared/`` folder beside the checkout; missing part
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import html
 import json
@@ -33,7 +37,7 @@ from pathlib import Path
 import feedparser
 
 from service.match import Matcher
-from service.match.prefilter import case_forms
+from service.match.prefilter import Prefilter, case_forms
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -63,10 +67,43 @@ def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
     return min(times)
 
 
+def anchor_costs(
+    anchors: tuple[tuple[str, bool], ...], extra: list[str], text: str
+) -> list[tuple[str, str, str]]:
+    """µs/KB of ``Prefilter.find`` over ``text`` with the rules' anchors and with each extra
+    anchor added; five alternating rounds, each the best of 10, the median reported."""
+    if not extra:
+        return []
+    letters = {a[0] for a, _ in anchors}
+    variants = {"the rules' anchors": Prefilter(anchors)}
+    for word in extra:
+        anchor = word.lower().rstrip("*")
+        new = "new" if anchor[0] not in letters else "existing"
+        variants[f'+ "{word}" ({new} first letter)'] = Prefilter(
+            (*anchors, (anchor, word.endswith("*")))
+        )
+    kb = len(text.encode()) / 1024
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(5):
+        for name, pre in variants.items():
+            runs[name].append(best_of(functools.partial(pre.find, text), 10) / kb * 1e6)
+    return [
+        (f"prefilter alone, {name}", f"{statistics.median(v):.1f} µs/KB", "")
+        for name, v in runs.items()
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--feeds", type=Path, default=SHARED / "feeds")
     ap.add_argument("--corpus", type=Path, default=SHARED / "corpus" / "dev.jsonl")
+    ap.add_argument(
+        "--try-anchor",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help='time the prefilter with this extra anchor ("word" or "prefix*"); repeatable',
+    )
     args = ap.parse_args()
 
     builds = []
@@ -128,6 +165,7 @@ def main() -> None:
         kb = len(text.encode()) / 1024
         per = best_of(lambda: matcher.classify("", "", text), 20)
         rows.append(("non-matching body text", f"{per / kb * 1e6:.1f} µs/KB", "≤ 20 µs/KB"))
+        rows += anchor_costs(anchors, args.try_anchor, text)
     if args.corpus.exists():
         dev = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines()]
         pairs = [(d["title"], d["summary"]) for d in dev]

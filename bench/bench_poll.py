@@ -31,7 +31,7 @@ process's share and the part of it spent in garbage collection are shown too
 (``--no-freeze`` leaves the start-up heap to the collector, as before `worker` froze it).
 Memory: the main process's peak RSS; that plus the parse workers' (as earlier releases
 printed it); and, sampled from this process every 0.1 s over the side's whole process tree
-(ours: main, fork server, multiprocessing's resource tracker, parse workers), the sum of
+(ours: the main process and its parse workers), the sum of
 each process's peak RSS (a page shared by several counts in each) and the peak of their
 summed PSS (a shared page split between its sharers, so the tree's memory counts once).
 Prints a markdown table of medians and ratios for the README; `--feeds 5000 --no-reader
@@ -612,8 +612,8 @@ MEMORY_SAMPLE_S = 0.1
 
 
 def process_tree(*roots: int) -> list[int]:
-    """``roots`` and every live process below them (Linux /proc): for our side, the fork
-    server, multiprocessing's resource tracker and the parse workers."""
+    """``roots`` and every live process below them (Linux /proc): for our side, the parse
+    workers (the first of them a child of the poller, the others its children)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

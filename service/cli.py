@@ -277,8 +277,8 @@ def _on_sigterm(action: Callable[[], None]) -> None:
     the signal again under the handlers it found. Under SIGTERM's default handler the
     process died right there, exit 143: ``run`` before its stopping ran (the scheduler
     never shut down, polls and deliveries in flight cut off with their leases held, the
-    parse processes' semaphores left to multiprocessing's resource tracker, "leaked
-    semaphore objects"), and ``api`` with one process where ``--workers 2`` exited 0.
+    parse processes left to notice on their own), and ``api`` with one process where
+    ``--workers 2`` exited 0.
     ``run`` asks uvicorn to stop serving (``server.should_exit``: the re-raised signal is
     then a no-op, and one that comes before uvicorn has taken the signal over stops it as
     soon as it starts); ``api`` exits 0."""

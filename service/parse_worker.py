@@ -11,17 +11,22 @@ does), nor run the matcher past its first step.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import gc
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
+import pickle
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Any
 
 from service.cpus import restore_cpus
 from service.discover import feed_links, is_html
@@ -114,44 +119,6 @@ def _prefilter_for(anchors: tuple[tuple[str, bool], ...]) -> Prefilter:
     return Prefilter(anchors)
 
 
-def _start_worker(increment: int, cpus: frozenset[int] | None = None) -> None:
-    """A worker's first steps: run ``increment`` steps of niceness below the poller, on
-    ``cpus`` when given (the CPUs a poller that keeps its own threads on one may use), leave
-    what it inherited out of its garbage collections, and end with the poller."""
-    if increment:
-        os.nice(increment)
-    restore_cpus(cpus)
-    # What the worker inherited from the fork server (the modules it preloaded) is left out
-    # of the worker's collections: a collection writes to every object it walks, so each
-    # walk copied the shared pages into the worker. Every process together peaked ~3 MB
-    # lower in PSS over a 500-feed first poll (bench/bench_poll.py, 8 first polls each
-    # way), the busier worker holding 18 MB of its own instead of 21 (read from /proc).
-    # gc.freeze moves the generations' lists whole: it touches no object.
-    gc.freeze()
-    poller = multiprocessing.parent_process()
-    if poller is not None:
-        threading.Thread(
-            target=_exit_when_gone, args=(poller.sentinel,), name="poller-watch", daemon=True
-        ).start()
-
-
-# A worker's exit status when it ends because its poller is gone.
-ORPHAN_EXIT = 75
-
-
-def _exit_when_gone(poller_sentinel: int) -> None:
-    """Wait (without holding the GIL) until the poller process is gone, then end this one.
-
-    A poller that exits normally shuts its workers down; one that is killed (SIGKILL, the
-    OOM killer) cannot, and its workers would wait on the task queue for good, each holding
-    its memory, and with them the fork server and resource tracker, which stay until their
-    last client is gone. The sentinel reads the pipe the poller started this worker
-    through; the poller holds its other end, which the kernel closes when the poller dies,
-    and the sentinel is then ready."""
-    multiprocessing.connection.wait([poller_sentinel])
-    os._exit(ORPHAN_EXIT)
-
-
 def _parse_in_worker(
     body: bytes, headers: Mapping[str, str], url: str, anchors: tuple[tuple[str, bool], ...] | None
 ) -> ParsedDocument:
@@ -162,18 +129,186 @@ def _parse_in_worker(
         release_free_heap()  # what the document's parsing freed (heap.release_free_heap)
 
 
+# ------------------------------------------------------------------------ worker processes
+#
+# A set of workers is one new Python that imports this module (``_WORKER_MAIN``), then
+# forks the others: they share the pages of what it imported, as they did when they came
+# from multiprocessing's fork server, without the fork server itself and the resource
+# tracker multiprocessing starts beside it, two more processes that never parse (at 500
+# feeds, 36-38 MB of summed RSS and 16-17 MB of PSS: bench/bench_poll.py, README). Each
+# worker has a pipe for tasks and one for results; the
+# poller holds the other ends, so a worker sees its poller gone (exited, killed, out of
+# memory) as the end of its task pipe and exits, and the poller sees a worker gone as the
+# end of its result pipe.
+
+# Seconds a new worker may take to start (import this module and say its process id), and
+# to end once its task pipe is closed.
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+# Documents a worker may hold at once: the one it parses and the next, waiting in its pipe.
+TASKS_PER_WORKER = 2
+
+# What the first worker of a set runs (``python -c``), with the arguments of ``_worker_main``.
+_WORKER_MAIN = (
+    "import sys; from service.parse_worker import _worker_main; _worker_main(sys.argv[1:])"
+)
+
+
+def _serve(tasks: Connection, results: Connection) -> None:
+    """A worker's loop: say its process id, then run each task it is sent (a function and
+    its arguments, pickled) and send back its value or the exception it raised; end when
+    the poller closes the task pipe or is gone."""
+    results.send_bytes(pickle.dumps(os.getpid()))
+    while True:
+        try:
+            task = tasks.recv_bytes()
+        except (EOFError, OSError):
+            os._exit(0)
+        try:
+            function, args = pickle.loads(task)
+            reply: tuple[str, Any] = ("value", function(*args))
+        except Exception as e:
+            reply = ("raised", e)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # an unpicklable value or exception
+            data = pickle.dumps(("raised", RuntimeError(f"{type(e).__name__}: {e}")))
+        try:
+            results.send_bytes(data)
+        except OSError:
+            os._exit(0)
+
+
+def _worker_main(argv: Sequence[str]) -> None:
+    """``_WORKER_MAIN NICE CPUS FD,FD ...``: start the workers of one set.
+
+    This process takes the first pair of pipe ends and forks one worker for each other
+    pair once its modules are imported, so that they share those pages; it leaves what it
+    imported out of its garbage collections first (a collection writes to every object it
+    walks, and so copied the shared pages into each worker: every process together peaked
+    ~3 MB lower in PSS over a 500-feed first poll, bench/bench_poll.py). Workers run
+    ``NICE`` steps of niceness below the poller, on ``CPUS`` (comma-separated) when given:
+    the CPUs a poller that keeps its own threads on one may use. They ignore SIGINT: a
+    Ctrl-C reaches the terminal's whole process group, and the poller ends them by closing
+    their pipes as it shuts down."""
+    nice, cpus_arg, *pairs = argv
+    cpus = frozenset(int(c) for c in cpus_arg.split(",") if c) or None
+    if int(nice):
+        os.nice(int(nice))
+    restore_cpus(cpus)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fds = [tuple(int(fd) for fd in pair.split(",")) for pair in pairs]
+    gc.freeze()
+    # The workers forked here end when their poller goes; their exit is nothing to wait for.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    for mine in range(1, len(fds)):
+        try:
+            child = os.fork()
+        except OSError:
+            continue  # the poller sees this pair's pipes end and starts a worker for it
+        if child == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for other, pair in enumerate(fds):
+                if other != mine:
+                    for fd in pair:
+                        os.close(fd)
+            _serve(
+                Connection(fds[mine][0], writable=False), Connection(fds[mine][1], readable=False)
+            )
+    for pair in fds[1:]:
+        for fd in pair:
+            os.close(fd)
+    _serve(Connection(fds[0][0], writable=False), Connection(fds[0][1], readable=False))
+
+
+class _Worker:
+    """The poller's side of one worker: the ends of its two pipes, its process id, the
+    process when the poller started it itself (the first of a set; the others are that
+    one's children), the futures of the tasks it was handed and not yet answered (it
+    answers in order), and the thread that reads its answers."""
+
+    def __init__(
+        self, tasks: Connection, results: Connection, process: subprocess.Popen[bytes] | None
+    ) -> None:
+        self.tasks = tasks
+        self.results = results
+        self.process = process
+        self.pid = 0
+        self.pending: collections.deque[Future[Any]] = collections.deque()
+        self.load = 0  # tasks given to it and not answered, counted when it is chosen
+        self.sending = threading.Lock()  # one task at a time, in the order of ``pending``
+        self.reader: threading.Thread | None = None
+
+    def hello(self) -> bool:
+        """Wait for the worker to say its process id; False when it never will."""
+        try:
+            if not self.results.poll(START_TIMEOUT_S):
+                return False
+            self.pid = pickle.loads(self.results.recv_bytes())
+            return True
+        except (EOFError, OSError):
+            return False
+
+    def read(
+        self, answered: Callable[[_Worker], None], gone: Callable[[_Worker, str], None]
+    ) -> None:
+        """The reader thread: settle each task's future with the worker's answer, in order,
+        until the result pipe ends (the worker exited or died); then fail the futures still
+        waiting, close the pipes and reap the process."""
+        why = "its result pipe ended"
+        while True:
+            try:
+                data = self.results.recv_bytes()
+            except (EOFError, OSError) as e:
+                why = type(e).__name__
+                break
+            future = self.pending.popleft()
+            try:
+                kind, value = pickle.loads(data)
+            except Exception as e:
+                future.set_exception(e)
+            else:
+                if kind == "raised":
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
+            answered(self)
+        while self.pending:
+            self.pending.popleft().set_exception(EOFError(f"parse process {self.pid} died"))
+        self.stop()
+        gone(self, why)
+
+    def stop(self) -> None:
+        """Close the poller's ends of the pipes (the worker, if alive, exits) and reap the
+        process when this poller started it."""
+        for end in (self.tasks, self.results):
+            with contextlib.suppress(OSError):
+                end.close()
+        if self.process is not None:
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 class ParsePool:
     """Worker processes for ``parse_document``, started on first use.
 
-    Workers come from a fork server that has imported only this module, so they start
-    quickly and small, and never inherit the poller's threads, sockets or locks (forking a
-    threaded process can copy a held lock). ``processes=0`` parses in the calling thread.
+    The workers are fresh Python processes that import only this module (one imports it and
+    forks the others), so they start small, share what they imported, and never inherit
+    the poller's threads, sockets or locks. ``processes=0`` parses in the calling thread.
     ``nice`` lowers the workers' CPU priority below the caller's by that much; ``cpus``, when
     given, are the CPUs the workers run on (all of them, for a poller pinned to one).
 
-    A worker that dies leaves its executor broken for good (every later task fails at
-    once): ``parse`` then starts a new set of workers and hands the document over again,
-    up to ``PARSE_ATTEMPTS`` times, so that one killed worker cannot stop polling.
+    A document goes to the worker with the fewest waiting, each holding up to
+    ``TASKS_PER_WORKER`` (so that a worker finds its next document in its pipe when it
+    finishes one, without waiting for the poller's threads, which share a core and the GIL);
+    a thread that finds every worker full waits. A thread per worker reads its answers. A
+    worker that dies (killed, out of memory, a crash in C code) is replaced by a new one at
+    the next document, and the documents it held are handed over again, up to
+    ``PARSE_ATTEMPTS`` times each, so that one killed worker cannot stop polling.
     """
 
     def __init__(
@@ -187,24 +322,114 @@ class ParsePool:
         self.nice = nice
         # The CPUs a worker takes back from a poller pinned to one ([polling] pin_poller).
         self.cpus = cpus
-        self._executor: ProcessPoolExecutor | None = None
-        # Every fetch thread submits, and the first documents of a poll arrive at once: the
-        # executor must be made once, not once per thread that found none (each extra one
-        # was a set of worker processes, alive and idle until the poller exited).
-        self._starting = threading.Lock()
+        self._workers: list[_Worker] = []  # alive, as far as the pool knows
+        # Guards the workers and their loads. Every fetch thread submits, and the first
+        # documents of a poll arrive at once: the workers must be started once, not once
+        # per thread that found none.
+        self._changed = threading.Condition()
+        self._closed = False
 
-    def _start(self) -> ProcessPoolExecutor:
-        with self._starting:
-            if self._executor is None:
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload([__name__])
-                self._executor = ProcessPoolExecutor(
-                    self.processes,
-                    mp_context=context,
-                    initializer=_start_worker,
-                    initargs=(self.nice, self.cpus),
-                )
-            return self._executor
+    def _start(self, count: int) -> list[_Worker]:
+        """Start ``count`` workers (one process that forks the others); those that said
+        their process id, each with its reader thread."""
+        pipes = [(os.pipe(), os.pipe()) for _ in range(count)]
+        theirs = [(tasks_r, results_w) for (tasks_r, _), (_, results_w) in pipes]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        cpus = ",".join(str(c) for c in sorted(self.cpus or ()))
+        args = [f"{r},{w}" for r, w in theirs]
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_MAIN, str(self.nice), cpus, *args],
+                stdin=subprocess.DEVNULL,
+                pass_fds=[fd for pair in theirs for fd in pair],
+                env=env,
+            )
+        finally:
+            for pair in theirs:
+                for fd in pair:
+                    os.close(fd)
+        started = []
+        for n, ((_, tasks_w), (results_r, _)) in enumerate(pipes):
+            worker = _Worker(
+                Connection(tasks_w, readable=False),
+                Connection(results_r, writable=False),
+                process if n == 0 else None,
+            )
+            if not worker.hello():
+                worker.stop()
+                continue
+            worker.reader = threading.Thread(
+                target=worker.read,
+                args=(self._answered, self._gone),
+                name=f"parse-{worker.pid}",
+                daemon=True,
+            )
+            worker.reader.start()
+            started.append(worker)
+        return started
+
+    def _choose(self) -> _Worker:
+        """The worker with the fewest tasks waiting, once it has room for one more (counted
+        as given); new workers for those the pool lost (or the first set)."""
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the parse pool is closed")
+                missing = self.processes - len(self._workers)
+                if missing > 0:
+                    self._workers += self._start(missing)
+                if not self._workers:
+                    raise RuntimeError(
+                        f"no parse process could be started ({sys.executable} -c {_WORKER_MAIN!r})"
+                    )
+                worker = min(self._workers, key=lambda w: w.load)
+                if worker.load < TASKS_PER_WORKER:
+                    worker.load += 1
+                    return worker
+                self._changed.wait()
+
+    def _answered(self, worker: _Worker) -> None:
+        with self._changed:
+            worker.load -= 1
+            self._changed.notify()
+
+    def _gone(self, worker: _Worker, why: str) -> None:
+        """A worker's result pipe ended: forget it (the next document starts a new one)."""
+        with self._changed:
+            known = worker in self._workers
+            if known:
+                self._workers.remove(worker)
+            closed = self._closed
+            self._changed.notify_all()
+        if known and not closed:  # said once: by the sender that found it gone, or its reader
+            log.warning("a parse process died (pid %d: %s); starting a new one", worker.pid, why)
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``function(*args)`` in a worker. The future holds its value or the exception it
+        raised, or EOFError when the worker died after it was handed the task (the worker
+        is replaced). Workers found dead before they got the task (killed while idle) are
+        replaced and the task goes to another: that death was not the task's doing."""
+        task = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
+        for _ in range(self.processes + 1):  # every worker may have been found dead
+            worker = self._choose()
+            future: Future[Any] = Future()
+            with worker.sending:
+                worker.pending.append(future)
+                try:
+                    worker.tasks.send_bytes(task)
+                except OSError as e:
+                    # Gone before it got the task: its reader fails the future, which
+                    # nobody waits for.
+                    self._gone(worker, type(e).__name__)
+                    continue
+            return future
+        raise EOFError("every parse process was found dead, and so were those started after")
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in a worker: its value, or the exception it raised (EOFError
+        when the worker died with it)."""
+        return self.submit(function, *args).result()
 
     def parse(
         self,
@@ -214,7 +439,7 @@ class ParsePool:
         prefilter: Prefilter | None = None,
     ) -> ParsedDocument:
         """``parse_document`` in a worker (in this thread with ``processes=0``). When the
-        workers die before the document is parsed, new ones are started and it is handed
+        worker dies before the document is parsed, a new one is started and it is handed
         over again; after ``PARSE_ATTEMPTS`` such deaths the document comes back with an
         error instead (its feed is retried at its next poll, as after any error)."""
         if self.processes <= 0:
@@ -223,11 +448,11 @@ class ParsePool:
         # builds the automaton once per set of anchors and keeps the last).
         anchors = None if prefilter is None else prefilter.anchors
         for _ in range(PARSE_ATTEMPTS):
-            executor = self._executor or self._start()  # the lock only until it is started
             try:
-                return executor.submit(_parse_in_worker, body, dict(headers), url, anchors).result()
-            except BrokenProcessPool as e:
-                self._discard(executor, e)
+                doc: ParsedDocument = self.call(_parse_in_worker, body, dict(headers), url, anchors)
+            except EOFError:
+                continue
+            return doc
         return ParsedDocument(
             None,
             (),
@@ -237,23 +462,22 @@ class ParsePool:
             "parsed again at the feed's next poll",
         )
 
-    def _discard(self, executor: ProcessPoolExecutor, error: BaseException) -> None:
-        """Forget a broken executor, so that the next task starts new workers; the first
-        thread to see it broken shuts it down and says so."""
-        with self._starting:
-            if self._executor is not executor:
-                return  # another thread replaced it already
-            self._executor = None
-        log.warning("a parse process died (%s); starting new ones", error)
-        executor.shutdown(wait=True, cancel_futures=True)
-
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for the benchmark's CPU and memory figures)."""
-        processes = getattr(self._executor, "_processes", None) or {}
-        return [p.pid for p in processes.values()]
+        with self._changed:
+            return [w.pid for w in self._workers]
 
     def close(self) -> None:
-        with self._starting:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        """End the workers: each exits when its task pipe closes. The forked ones first,
+        so that the one that forked them still lives to reap them."""
+        with self._changed:
+            self._closed = True
+            workers = sorted(self._workers, key=lambda w: w.process is not None)
+            self._changed.notify_all()
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.tasks.close()
+            if worker.reader is not None:
+                worker.reader.join(STOP_TIMEOUT_S)
+        with self._changed:
+            self._workers = []

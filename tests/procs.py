@@ -3,7 +3,6 @@ processes read them here."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -19,16 +18,6 @@ def processes() -> dict[int, tuple[str, int]]:
             state, parent = stat.rsplit(")", 1)[1].split()[:2]
             found[int(entry.name)] = (state, int(parent))
     return found
-
-
-def grandchildren(of: int | None = None) -> set[int]:
-    """Live processes whose parent is a child of ``of`` (default: this process): a poller's
-    fork server's children, which are its parse workers (multiprocessing's resource tracker
-    has none)."""
-    root = os.getpid() if of is None else of
-    parent_of = {pid: parent for pid, (_, parent) in processes().items()}
-    children = {pid for pid, parent in parent_of.items() if parent == root}
-    return {pid for pid, parent in parent_of.items() if parent in children}
 
 
 def descendants(root: int) -> set[int]:

@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import Webhook
 
 from service.cpus import allowed_cpus
 from tests.conftest import REPO, RULES, SHARED, free_port
-from tests.procs import grandchildren
+from tests.procs import descendants
 from tests.receiver import WebhookReceiver
 from tests.seedfeed import SEED_URL, seed_feed, seed_parts
 from tests.servers import FeedServer
@@ -159,13 +159,13 @@ def _get(url: str) -> Any:
 
 def _check_cpus(pid: int) -> None:
     """``polling.pin_poller`` (on by default): every thread of the service on one CPU, its
-    parse processes (children of its fork server) on every CPU this test may use."""
+    parse processes (the processes below it) on every CPU this test may use."""
     allowed = allowed_cpus() or frozenset()
     if len(allowed) < 2 or not Path(f"/proc/{pid}/task").is_dir():
         return  # nothing is pinned with one CPU, nor off Linux
     threads = {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")}
     assert len(threads) == 1 and len(next(iter(threads))) == 1, threads
-    workers = grandchildren(pid)
+    workers = descendants(pid)
     assert workers, "no parse worker started"
     assert all(os.sched_getaffinity(w) == allowed for w in workers)
 

@@ -26,7 +26,7 @@ from service.parse_worker import PARSE_ATTEMPTS, ParsedDocument, ParsePool
 from service.pipeline import Poller, PollSettings
 from service.storage import Storage
 from tests.conftest import RULES
-from tests.procs import descendants, grandchildren, running
+from tests.procs import descendants, running
 from tests.seedfeed import other_items, rss
 from tests.servers import FeedServer
 
@@ -38,11 +38,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _ours() -> set[int]:
+    """The live processes this test process started, and theirs."""
+    return descendants(os.getpid())
+
+
 def test_threads_submitting_at_once_start_one_set_of_workers() -> None:
     """A poll's fetch threads hand over their first documents together; the pool must start
-    its workers once, not once per thread that found it not started yet."""
+    its workers once, not once per thread that found it not started yet. The workers are
+    the only processes it starts: no fork server, no resource tracker beside them."""
     pool = ParsePool(processes=2)
-    before = grandchildren()
+    before = _ours()
     together = threading.Barrier(THREADS)
 
     def first_document(_: int) -> ParsedDocument:
@@ -53,12 +59,12 @@ def test_threads_submitting_at_once_start_one_set_of_workers() -> None:
         with ThreadPoolExecutor(THREADS) as threads:
             docs = list(threads.map(first_document, range(THREADS)))
         assert [len(d.articles) for d in docs] == [1] * THREADS
-        started = grandchildren() - before
+        started = _ours() - before
         assert started == set(pool.worker_pids())
         assert len(started) == pool.processes
     finally:
         pool.close()
-    assert not (grandchildren() - before), "close() leaves no worker behind"
+    assert not running(_ours() - before), "close() leaves no worker behind"
 
 
 class _ExitWhenUnpickled:
@@ -76,7 +82,7 @@ def _kill_workers(pool: ParsePool) -> None:
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+    while running(set(pids)):  # a zombie is gone, only not reaped yet
         assert time.monotonic() < deadline, "killed workers still alive"
         time.sleep(0.02)
 
@@ -99,7 +105,7 @@ def test_killed_workers_are_replaced(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_a_document_whose_workers_keep_dying_is_an_error_not_a_crash() -> None:
     pool = ParsePool(processes=1)
-    before = grandchildren()
+    before = _ours()
     try:
         killer: Any = {"x-exit": _ExitWhenUnpickled()}
         doc = pool.parse(RSS, killer, "http://feeds.example/rss")
@@ -111,7 +117,7 @@ def test_a_document_whose_workers_keep_dying_is_an_error_not_a_crash() -> None:
         assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
     finally:
         pool.close()
-    assert not (grandchildren() - before), "close() leaves no worker behind"
+    assert not running(_ours() - before), "close() leaves no worker behind"
 
 
 def test_polling_goes_on_after_the_parse_workers_are_killed(storage: Storage) -> None:
@@ -162,9 +168,8 @@ if __name__ == "__main__":
 
 def test_the_workers_of_a_killed_poller_end_with_it() -> None:
     """A poller killed with SIGKILL (or by the OOM killer) cannot shut its pool down. Its
-    workers must not wait on the task queue for good, each holding its memory, and with
-    them the fork server and the resource tracker: a service restarted after a crash would
-    leave a set of them behind at every crash."""
+    workers must not wait for tasks for good, each holding its memory: a service restarted
+    after a crash would leave a set of them behind at every crash."""
     with subprocess.Popen(
         [sys.executable, "-c", _POLLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as poller:
@@ -173,8 +178,7 @@ def test_the_workers_of_a_killed_poller_end_with_it() -> None:
             articles, workers = json.loads(poller.stdout.readline())
             assert articles == 1 and workers  # workers start as documents come
             started = descendants(poller.pid)
-            assert set(workers) <= started
-            assert len(started) >= 3  # the workers, the fork server, the resource tracker
+            assert set(workers) == started  # the workers, and no other process
             poller.kill()
             poller.wait(10)
             deadline = time.monotonic() + 10
@@ -190,33 +194,51 @@ def test_the_workers_of_a_killed_poller_end_with_it() -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_worker_ends_itself_only_when_its_poller_is_gone() -> None:
-    """The watch that ends an orphaned worker does not end a working one: a pool whose
-    poller lives keeps its workers across documents, and ``close`` ends them as before
-    (not with the orphan's exit status)."""
+def test_workers_live_across_documents_and_close_ends_them() -> None:
+    """A pool whose poller lives keeps its workers across documents (a worker ends only
+    when its task pipe does); ``close`` ends every one of them, cleanly, the forked ones
+    included (reaped by the first, which the poller reaps)."""
     pool = ParsePool(processes=2)
+    before = _ours()
     try:
         assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
         workers = set(pool.worker_pids())
         time.sleep(0.5)
-        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
+        docs = [pool.parse(RSS, {}, "http://feeds.example/rss") for _ in range(4)]
+        assert [len(d.articles) for d in docs] == [1] * 4
         assert set(pool.worker_pids()) == workers
-        handles = list(getattr(pool._executor, "_processes", {}).values())
+        started = [w.process for w in pool._workers if w.process is not None]
     finally:
         pool.close()
-    assert handles
-    assert [p.exitcode for p in handles] == [0] * len(handles)  # not parse_worker.ORPHAN_EXIT
+    assert [p.returncode for p in started] == [0]  # the first of the set, which forked the other
+    assert not (_ours() - before), "close() leaves no worker behind, not even a zombie"
+
+
+def test_an_exception_in_a_worker_is_raised_in_the_caller() -> None:
+    """What a task raises comes back to the thread that handed it over, and the worker
+    stays (a bug met on one feed's input is that feed's error, not a lost worker)."""
+    pool = ParsePool(processes=1)
+    try:
+        with pytest.raises(ValueError, match="invalid literal"):
+            pool.call(int, "not a number")
+        assert pool.call(int, "12") == 12
+        assert len(pool.worker_pids()) == 1
+    finally:
+        pool.close()
 
 
 def test_a_worker_leaves_what_it_inherited_out_of_its_collections() -> None:
-    """The objects a worker inherits from the fork server are frozen, so its collections do
-    not walk (and so copy) the pages it shares with the others."""
-    pool = ParsePool(processes=1)
+    """The objects a worker imported, or inherited from the worker that forked it, are
+    frozen, so its collections do not walk (and so copy) the pages it shares with the
+    others."""
+    pool = ParsePool(processes=2)
     try:
-        assert len(pool.parse(RSS, {}, "http://feeds.example/rss").articles) == 1
-        executor = pool._executor
-        assert executor is not None
-        assert executor.submit(gc.get_freeze_count).result() > 10_000
+        # Handed over together, two tasks go to the two workers: the first of the set and
+        # the one it forked.
+        pids = [pool.submit(os.getpid) for _ in range(2)]
+        assert {f.result() for f in pids} == set(pool.worker_pids())
+        frozen = [pool.submit(gc.get_freeze_count) for _ in range(2)]
+        assert min(f.result() for f in frozen) > 10_000
     finally:
         pool.close()
 

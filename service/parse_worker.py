@@ -410,9 +410,12 @@ class ParsePool:
         raised, or EOFError when the worker died after it was handed the task (the worker
         is replaced). Workers found dead before they got the task (killed while idle) are
         replaced and the task goes to another: that death was not the task's doing."""
-        task = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
+        task = None
         for _ in range(self.processes + 1):  # every worker may have been found dead
             worker = self._choose()
+            # Pickled once a worker has room: threads waiting for one (every fetch thread,
+            # at the start of a poll) hold their documents, not a pickled copy too.
+            task = task or pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
             future: Future[Any] = Future()
             with worker.sending:
                 worker.pending.append(future)

@@ -227,6 +227,37 @@ def test_an_exception_in_a_worker_is_raised_in_the_caller() -> None:
         pool.close()
 
 
+def test_each_answer_reaches_the_task_it_answers() -> None:
+    """Workers answer in the order they were handed tasks, two at a time each, and each
+    future gets its own task's value, whichever thread handed it over."""
+    pool = ParsePool(processes=2)
+    try:
+        with ThreadPoolExecutor(THREADS) as threads:
+            values = list(threads.map(lambda n: pool.call(int, str(n)), range(200)))
+        assert values == list(range(200))
+    finally:
+        pool.close()
+
+
+def test_a_worker_holds_at_most_two_documents() -> None:
+    """A third task waits until the worker, busy with one and holding the next in its
+    pipe, has answered one: so a worker finishing a document finds the next without
+    waiting for the poller, and no worker hoards the documents another could parse."""
+    pool = ParsePool(processes=1)
+    try:
+        first, second = pool.submit(time.sleep, 1.0), pool.submit(time.sleep, 0)
+        third: list[Any] = []
+        waiting = threading.Thread(target=lambda: third.append(pool.submit(int, "3")))
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive(), "a third task was handed over to a full worker"
+        assert first.result() is None and second.result() is None
+        waiting.join(10)
+        assert third[0].result() == 3
+    finally:
+        pool.close()
+
+
 def test_a_worker_leaves_what_it_inherited_out_of_its_collections() -> None:
     """The objects a worker imported, or inherited from the worker that forked it, are
     frozen, so its collections do not walk (and so copy) the pages it shares with the

@@ -4,7 +4,8 @@ Measures, in one process on one core:
 
 * build time of ``Matcher.load`` (rules + gazetteer), median of 5;
 * memory the built matcher holds (tracemalloc, retained after load) and the load's peak;
-* how many anchors the prefilter holds, and in how many spellings (``prefilter.case_forms``);
+* how many concept terms the rules file holds, and how many anchors the prefilter holds, in
+  how many spellings (``prefilter.case_forms``);
 * how many first letters the anchors begin with: each new one measured ~10 % more scan time per
   KB (docs/matcher.md, "Editing the rules");
 * items/s for title + summary with explanation and entities on: real news-feed items (mostly
@@ -30,6 +31,7 @@ import json
 import re
 import statistics
 import time
+import tomllib
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -120,6 +122,8 @@ def main() -> None:
 
     anchors = matcher.lexicon.anchors
     spellings = sum(len(case_forms(anchor)) for anchor, _ in anchors)
+    with RULES.open("rb") as f:  # the terms as written (the lexicon keeps compiled patterns)
+        terms = sum(len(c.get("terms", [])) for c in tomllib.load(f).get("concepts", []))
     rows: list[tuple[str, str, str]] = [
         ("matcher build time (median of 5)", f"{statistics.median(builds) * 1000:.0f} ms", "≤ 1 s"),
         (
@@ -129,6 +133,7 @@ def main() -> None:
         ),
         # The automaton is C memory, which tracemalloc does not see; every parse worker
         # builds one too.
+        ("concept terms in the rules file", f"{terms}", ""),
         ("prefilter anchors / spellings in its automaton", f"{len(anchors)} / {spellings:,}", ""),
         # An anchor that begins with a letter no other anchor begins with widened the
         # automaton's root and cost ~10 % of the scan of every text (docs/matcher.md).

@@ -135,11 +135,11 @@ def _parse_in_worker(
 # forks the others: they share the pages of what it imported, as they did when they came
 # from multiprocessing's fork server, without the fork server itself and the resource
 # tracker multiprocessing starts beside it, two more processes that never parse (at 500
-# feeds, 36-38 MB of summed RSS and 16-17 MB of PSS: bench/bench_poll.py, README). Each
-# worker has a pipe for tasks and one for results; the
-# poller holds the other ends, so a worker sees its poller gone (exited, killed, out of
-# memory) as the end of its task pipe and exits, and the poller sees a worker gone as the
-# end of its result pipe.
+# feeds, every process together peaked at 172-173 MB of summed RSS and 134-135 of PSS
+# against 209-210 and 151-152 with them: bench/bench_poll.py, README). Each worker has a
+# pipe for tasks and one for results; the poller holds the other ends, so a worker sees its
+# poller gone (exited, killed, out of memory) as the end of its task pipe and exits, and the
+# poller sees a worker gone as the end of its result pipe.
 
 # Seconds a new worker may take to start (import this module and say its process id), and
 # to end once its task pipe is closed.

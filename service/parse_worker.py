@@ -155,10 +155,11 @@ _WORKER_MAIN = (
 )
 
 
-def _serve(tasks: Connection, results: Connection) -> None:
-    """A worker's loop: say its process id, then run each task it is sent (a function and
-    its arguments, pickled) and send back its value or the exception it raised; end when
-    the poller closes the task pipe or is gone."""
+def _serve(fds: tuple[int, ...]) -> None:
+    """A worker's loop on its pair of pipe ends (tasks, results): say its process id, then
+    run each task it is sent (a function and its arguments, pickled) and send back its value
+    or the exception it raised; end when the poller closes the task pipe or is gone."""
+    tasks, results = Connection(fds[0], writable=False), Connection(fds[1], readable=False)
     results.send_bytes(pickle.dumps(os.getpid()))
     while True:
         try:
@@ -213,13 +214,11 @@ def _worker_main(argv: Sequence[str]) -> None:
                 if other != mine:
                     for fd in pair:
                         os.close(fd)
-            _serve(
-                Connection(fds[mine][0], writable=False), Connection(fds[mine][1], readable=False)
-            )
+            _serve(fds[mine])
     for pair in fds[1:]:
         for fd in pair:
             os.close(fd)
-    _serve(Connection(fds[0][0], writable=False), Connection(fds[0][1], readable=False))
+    _serve(fds[0])
 
 
 class _Worker:

@@ -61,7 +61,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.129"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.130"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
@@ -79,8 +79,8 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
         ("window = 40", "window = -1", "senses.ice_agency.window"),
         ('extends = "detainer"', 'extends = "nope"', "senses.detainer_bare.extends"),
         (  # a cycle: sanctuary_others would extend sanctuary, which extends it
-            "[senses.sanctuary_others]\n",
-            '[senses.sanctuary_others]\nextends = "sanctuary"\n',
+            'the other ICEs (ice_agency).\nextends = "ice_agency"',
+            'the other ICEs (ice_agency).\nextends = "sanctuary"',
             "senses.sanctuary.extends",  # where the loop closes: "... extends ... in turn"
         ),
     ],

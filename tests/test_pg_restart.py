@@ -124,5 +124,4 @@ def test_workers_carry_on_after_postgresql_restarts(
         assert all(p.returncode == 0 for p in fleet.procs), fleet.logs_tail()
         fleet.check_stored_once()
         fleet.check_sent_once()
-        logs = "".join(p.read_text() for p in fleet.logs)
-        assert "database error" in logs  # the workers did see the server go away
+        assert _database_errors(fleet) > 0  # the workers did see the server go away

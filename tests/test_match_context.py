@@ -44,6 +44,50 @@ def test_sense_window_stops_at_the_sentence_bounds() -> None:
     assert not checker.accepts("s", inside, 5, 20, (0, len(inside)))
 
 
+def test_a_place_name_does_not_count_as_a_negative_context() -> None:
+    sense = Sense(
+        id="s",
+        window=60,
+        negative_near=re.compile(r"\bparish\w*", re.IGNORECASE),
+        negative_item=None,
+        require_item=None,
+    )
+    checker = SenseChecker({"s": sense}, "")
+    text = "Orleans Parish sheriff will stop helping with parish fairs and with ICE."
+    start = text.index("stop")
+    end = start + len("stop helping")
+    place = (0, len("Orleans Parish"))
+    assert not checker.accepts("s", text, start, end)
+    # the place's "Parish" is masked, the second "parish" is still a negative context
+    assert not checker.accepts("s", text, start, end, None, [place])
+    alone = "Orleans Parish sheriff will stop helping ICE."
+    start = alone.index("stop")
+    end = start + len("stop helping")
+    assert not checker.accepts("s", alone, start, end)
+    assert checker.accepts("s", alone, start, end, None, [place])
+
+
+@pytest.mark.parametrize(
+    ("title", "topic"),
+    [
+        # "parish" (churches), "gun" and "church" are negative contexts of the sanctuary
+        # senses; inside a county's or parish's name they are the place
+        ("Orleans Parish sheriff limits cooperation with immigration agents", "sanctuary"),
+        ("Churchill County sheriff rejects sanctuary policies", "sanctuary"),
+        ("Marshall County jail holds man on ICE detainer", "detainer"),
+        ("Parish priests refuse to help ICE", None),
+        ("Gun owners want Gunnison County to be a Second Amendment sanctuary", None),
+    ],
+)
+def test_place_names_are_not_read_as_their_words(
+    matcher: Matcher, title: str, topic: str | None
+) -> None:
+    r = matcher.classify(title)
+    assert r.flagged is (topic is not None), r
+    if topic is not None:
+        assert topic in r.topics, r
+
+
 @pytest.mark.parametrize(
     ("title", "summary", "flagged"),
     [

@@ -76,7 +76,7 @@ def analyse_sentence(
             continue
         for m in c.regex.finditer(text, start, end):
             if m.end() > m.start() and senses.accepts(
-                c.sense, text, m.start(), m.end(), (start, end)
+                c.sense, text, m.start(), m.end(), (start, end), place_spans
             ):
                 raw.append((m.start(), m.end(), c.weight, c))
     if not raw:

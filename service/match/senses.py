@@ -11,9 +11,22 @@ answers), so it is never shared between threads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 from .lexicon import Sense
+
+
+def _unmasked(
+    pattern: re.Pattern[str], text: str, lo: int, hi: int, masks: Sequence[tuple[int, int]]
+) -> bool:
+    """Whether ``pattern`` matches in ``text[lo:hi]`` outside every span of ``masks``."""
+    pos = lo
+    while (m := pattern.search(text, pos, hi)) is not None:
+        if not any(s <= m.start() and m.end() <= e for s, e in masks):
+            return True
+        pos = m.start() + 1
+    return False
 
 
 class SenseChecker:
@@ -31,12 +44,17 @@ class SenseChecker:
         start: int,
         end: int,
         bounds: tuple[int, int] | None = None,
+        places: Sequence[tuple[int, int]] = (),
     ) -> bool:
         """True when the match ``text[start:end]`` is in sense ``sense_id`` (None = any).
 
         ``bounds`` (the match's sentence) clips the ``window`` searched for negative
         contexts: a word in the next sentence says nothing about this one's sense ("... gun
         violence. Her department will stay out of federal immigration work").
+
+        ``places`` (spans of the gazetteer's place names in ``text``): a negative context
+        inside a place's name is that place, not the word ("parish" in "Orleans Parish",
+        "gun" in "Gunnison County", "church" in "Churchill County").
         """
         if sense_id is None:
             return True
@@ -47,7 +65,7 @@ class SenseChecker:
             first, last = bounds if bounds is not None else (0, len(text))
             lo = max(first, start - sense.window)
             hi = min(last, end + sense.window)
-            if sense.negative_near.search(text, lo, hi):
+            if _unmasked(sense.negative_near, text, lo, hi, places):
                 return False
         return True
 

@@ -382,8 +382,8 @@ def _host(url: str) -> str:
 def join_url(base: str, link: str) -> str:
     """``urljoin``, remembered: a parse resolves each entry link several times over (the
     parser against the document's base, ``parse`` against the feed URL, ``normalize_entry``
-    again), ~15 µs a call. ``ValueError`` (a link that does not parse) is raised each time,
-    never cached. A few hundred entries cover a document's links."""
+    again), and each call parses both URLs anew. ``ValueError`` (a link that does not parse)
+    is raised each time, never cached. A few hundred entries cover a document's links."""
     return urljoin(base, link)
 
 

@@ -25,15 +25,21 @@ def matcher() -> Matcher:
     return Matcher.load(RULES)
 
 
-def test_sense_window_stops_at_the_sentence_bounds() -> None:
+def _checker(negative_near: str) -> SenseChecker:
+    """A checker for one sense "s" with a 60-character window and ``negative_near`` alone
+    (case-insensitive, as the rules file compiles it)."""
     sense = Sense(
         id="s",
         window=60,
-        negative_near=re.compile(r"\bgun\b"),
+        negative_near=re.compile(negative_near, re.IGNORECASE),
         negative_item=None,
         require_item=None,
     )
-    checker = SenseChecker({"s": sense}, "")
+    return SenseChecker({"s": sense}, "")
+
+
+def test_sense_window_stops_at_the_sentence_bounds() -> None:
+    checker = _checker(r"\bgun\b")
     text = "Officers will target gun violence. They will stay out of immigration work."
     start = text.index("stay")
     end = start + len("stay out of immigration work")
@@ -45,14 +51,7 @@ def test_sense_window_stops_at_the_sentence_bounds() -> None:
 
 
 def test_a_place_name_does_not_count_as_a_negative_context() -> None:
-    sense = Sense(
-        id="s",
-        window=60,
-        negative_near=re.compile(r"\bparish\w*", re.IGNORECASE),
-        negative_item=None,
-        require_item=None,
-    )
-    checker = SenseChecker({"s": sense}, "")
+    checker = _checker(r"\bparish\w*")
     text = "Orleans Parish sheriff will stop helping with parish fairs and with ICE."
     start = text.index("stop")
     end = start + len("stop helping")

@@ -26,7 +26,6 @@ runs (``parse.ENTITY_DECLARATIONS``), and expat never loads external resources.
 
 from __future__ import annotations
 
-import functools
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -36,11 +35,7 @@ from typing import Any
 from feedparser.datetimes import _parse_date
 from feedparser.html import _cp1252
 from feedparser.mixin import _FeedParserMixin
-from feedparser.urls import _urljoin as _feedparser_urljoin
-
-# feedparser's own link resolution, remembered: the same links are resolved again by
-# ``parse`` and ``normalize`` (``normalize.join_url``); a pure function of its arguments.
-_urljoin = functools.lru_cache(maxsize=512)(_feedparser_urljoin)
+from feedparser.urls import _urljoin
 
 # feedparser names the handler of an element "<prefix>_<localname>", the prefix coming from
 # its table of known namespace URIs ('' for RSS's own and Atom's, 'dc', 'media'...).

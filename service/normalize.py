@@ -7,7 +7,6 @@ new (``decide``) or relevant (``match``), and it never fetches a page to learn m
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -378,20 +377,11 @@ def _host(url: str) -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=512)
-def join_url(base: str, link: str) -> str:
-    """``urljoin``, remembered: a parse resolves each entry link several times over (the
-    parser against the document's base, ``parse`` against the feed URL, ``normalize_entry``
-    again), and each call parses both URLs anew. ``ValueError`` (a link that does not parse)
-    is raised each time, never cached. A few hundred entries cover a document's links."""
-    return urljoin(base, link)
-
-
 def _resolve(feed_url: str, link: str) -> str:
     """An entry link resolved against the feed's URL; a link that does not parse as a URL
     ("http://[::1", an unclosed IPv6 host) comes back stripped, as it was given."""
     try:
-        return join_url(feed_url, link.strip())
+        return urljoin(feed_url, link.strip())
     except ValueError:
         return link.strip()
 

@@ -26,7 +26,7 @@ import feedparser
 
 from service.errors import ParseError
 from service.fastparse import parse_rss
-from service.normalize import is_amp_url, join_url
+from service.normalize import is_amp_url
 from service.types import ParsedFeed, RawEntry
 
 # feedparser's HTML sanitizer and its resolution of links inside entry HTML are off: we
@@ -144,7 +144,7 @@ def _link(value: Any, base: str) -> str | None:
     if link is None:
         return None
     try:
-        return join_url(base, link)
+        return urljoin(base, link)
     except ValueError:
         return link
 

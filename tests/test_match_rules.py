@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import tomllib
 from pathlib import Path
 
@@ -19,10 +18,10 @@ from tests.conftest import REPO, RULES
 DOCS = REPO / "docs" / "matcher.md"
 
 
-def test_shipped_rules_load_fast_with_version() -> None:
-    t0 = time.perf_counter()
+def test_shipped_rules_load_with_version() -> None:
+    # How fast they load is bench/bench_matcher.py's (a cold build, target 1 s), not a test's:
+    # a clock in a test fails on a busy machine and says nothing on an idle one.
     m = Matcher.load(RULES, threshold=0.6)
-    assert time.perf_counter() - t0 < 1.0
     assert re.fullmatch(r"\d{4}\.\d{1,2}\.\d+", m.version)
     assert m.threshold == 0.6
 

@@ -472,6 +472,7 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_classify(cfg: Config | None, args: argparse.Namespace) -> int:
     from service.match import Matcher
+    from service.normalize import text_of_field
 
     if cfg is not None:
         matcher = load_matcher(cfg, args.rules)
@@ -492,10 +493,9 @@ def cmd_classify(cfg: Config | None, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        # Feed items' HTML (tags, entities such as &#8217;) is read as the poller reads it.
         result = matcher.classify(
-            str(item.get("title") or ""),
-            str(item.get("summary") or ""),
-            str(item.get("text") or ""),
+            *(text_of_field(str(item.get(k) or "")) for k in ("title", "summary", "text"))
         )
         doc = {"id": item.get("id"), **result.as_dict()}
         out.write(json.dumps(doc, ensure_ascii=False) + "\n")

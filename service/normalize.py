@@ -221,6 +221,17 @@ def html_to_text(fragment: str) -> str:
     return _collapse(_MARKUP_START.sub(" ", text))
 
 
+# What makes a field HTML rather than plain text: a tag or a complete entity.
+_HTML_HINT = re.compile(r"<[A-Za-z/!]|&(?:#\d+|#[xX][0-9A-Fa-f]+|[A-Za-z]+\d*);")
+
+
+def text_of_field(value: str) -> str:
+    """A field given from outside (``classify``'s input) as the poller would store it: HTML
+    (a tag or an entity in it) through ``html_to_text``; plain text unchanged, its line
+    breaks and spacing too."""
+    return html_to_text(value) if _HTML_HINT.search(value) else value
+
+
 def _canonical_netloc(scheme: str, netloc: str) -> str:
     userinfo, at, hostport = netloc.rpartition("@")
     host, port = hostport, ""
@@ -477,5 +488,6 @@ __all__ = [
     "is_web_url",
     "normalize_entry",
     "strip_source_suffix",
+    "text_of_field",
     "too_long",
 ]

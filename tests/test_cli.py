@@ -66,6 +66,32 @@ def test_classify_keeps_order_and_shape() -> None:
     assert not rows[1]["flagged"] and not rows[2]["flagged"]
 
 
+def test_classify_reads_html_as_the_poller_does() -> None:
+    # A feed item's summary as a feed gives it: tags, and entities for the apostrophes. As
+    # plain text the same words are flagged; left as markup, "anyone&#39;s" is no word the
+    # rules know, and the item was missed.
+    plain = (
+        "The bill would keep state and local officers from asking about anyone's "
+        "immigration status or holding people for federal agents."
+    )
+    marked = "<p>" + plain.replace("'", "&#39;") + "</p>"
+    title = "Lawmakers move to shield immigrants from local police"
+    lines = [
+        {"id": "plain", "title": title, "summary": plain},
+        {"id": "html", "title": title, "summary": marked},
+    ]
+    out = dw(
+        "classify", "--rules", str(RULES), stdin="\n".join(json.dumps(x) for x in lines) + "\n"
+    )
+    assert out.returncode == 0, out.stderr
+    plain_row, html_row = (json.loads(x) for x in out.stdout.splitlines())
+    assert plain_row["flagged"] and html_row["flagged"]
+    assert html_row["topics"] == plain_row["topics"]
+    assert [e["sentence"] for e in html_row["evidence"]] == [
+        e["sentence"] for e in plain_row["evidence"]
+    ]
+
+
 def test_classify_rejects_a_bad_line_with_its_number() -> None:
     out = dw("classify", "--rules", str(RULES), stdin='{"id": 1, "title": "x"}\nnot json\n')
     assert out.returncode == 1

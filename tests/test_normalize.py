@@ -24,6 +24,7 @@ from service.normalize import (
     html_to_text,
     normalize_entry,
     strip_source_suffix,
+    text_of_field,
 )
 from service.parse import parse_feed
 from service.types import RawEntry
@@ -58,6 +59,26 @@ FEED_URL = "https://www.example.org/feeds/news.xml"
 )
 def test_html_to_text_examples(html: str, text: str) -> None:
     assert html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
+    "given,read",
+    [
+        # HTML: a tag or a complete entity makes the field HTML, read as the poller reads it.
+        ("<p>Jail won&#8217;t hold anyone for ICE.</p>", "Jail won\u2019t hold anyone for ICE."),
+        ("sheriff&#39;s office", "sheriff's office"),
+        ("Council&nbsp;votes", "Council votes"),
+        ("<b>ICE</b> detainer", "ICE detainer"),
+        # Plain text stays as given, line breaks and spacing too.
+        ("Fewer than <10 held; a < b", "Fewer than <10 held; a < b"),
+        ("AT&T and R&D", "AT&T and R&D"),
+        ("line one\nline two", "line one\nline two"),
+        ("  spaced  ", "  spaced  "),
+        ("", ""),
+    ],
+)
+def test_text_of_field(given: str, read: str) -> None:
+    assert text_of_field(given) == read
 
 
 def test_html_to_text_deep_escaping_is_bounded() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,12 +265,19 @@ def test_a_worker_leaves_what_it_inherited_out_of_its_collections() -> None:
     others."""
     pool = ParsePool(processes=2)
     try:
-        # Handed over together, two tasks go to the two workers: the first of the set and
-        # the one it forked.
-        pids = [pool.submit(os.getpid) for _ in range(2)]
-        assert {f.result() for f in pids} == set(pool.worker_pids())
-        frozen = [pool.submit(gc.get_freeze_count) for _ in range(2)]
-        assert min(f.result() for f in frozen) > 10_000
+        # A task goes to the worker with the fewest waiting. With each worker busy on a
+        # second's sleep, the next two tasks go one to each: the first of the set and the
+        # one it forked. (Two instant tasks could both go to the first, if it answered the
+        # first before the second was handed over: CI saw that.)
+        def one_each(function: Callable[[], Any]) -> list[Any]:
+            busy = [pool.submit(time.sleep, 1.0) for _ in range(2)]
+            asked = [pool.submit(function) for _ in range(2)]
+            for f in busy:
+                f.result()
+            return [f.result() for f in asked]
+
+        assert set(one_each(os.getpid)) == set(pool.worker_pids())
+        assert min(one_each(gc.get_freeze_count)) > 10_000
     finally:
         pool.close()
 

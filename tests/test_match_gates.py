@@ -1,10 +1,13 @@
-"""Term gates: a concept's expression is skipped only when it could not have matched.
+"""Term gates: a term's expression is skipped only when it could not have matched.
 
 A gate (``text.term_gate``) asks that every literal position of a term have one of its
 words among the sentence's words. It must never be closed where the term's expression
-matches: these tests run every concept of the shipped rules over every sentence of the
-development corpus, the generalisation set, the golden cases and the shared feeds, and over
-generated sentences made of the rules' own words, odd case and punctuation, and check that.
+matches; the index that finds the candidate terms (``text.GateIndex``) must never leave out
+an open one; and the matches of a concept's open terms, found one term at a time
+(``text.leftmost_matches``), must be those of all its terms as one alternation. These tests
+check that with every term of the shipped rules over every sentence of the development
+corpus, the generalisation set, the golden cases and the shared feeds, and over generated
+sentences made of the rules' own words, odd case and punctuation.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from hypothesis import strategies as st
 
 from service.match import Matcher
 from service.match.prefilter import read_fields
-from service.match.text import gate_open, sentence_spans, sentence_words, term_gate
+from service.match.text import (
+    gate_open,
+    leftmost_matches,
+    sentence_spans,
+    sentence_words,
+    term_gate,
+    term_open,
+)
 from tests.conftest import RULES, SHARED
 
 MATCHER = Matcher.load(RULES)
@@ -110,39 +120,110 @@ def _split(title: str, summary: str, text: str) -> Iterator[str]:
 SENTENCES = list(_sentences())
 
 
-def _closed_but_matching(sentence: str) -> list[str]:
-    """Concepts whose gate is closed on ``sentence`` although their expression matches."""
+def _alternation(terms: tuple[re.Pattern[str], ...]) -> re.Pattern[str]:
+    """A concept's terms joined as one expression, as the rules were matched before
+    ``leftmost_matches``."""
+    return re.compile("|".join(t.pattern for t in terms), re.IGNORECASE)
+
+
+ALTERNATIONS = [_alternation(c.terms) for c in LEX.concepts]
+
+
+def _closed_but_matching(sentence: str) -> tuple[list[str], bool]:
+    """Terms (concept id and number) whose gate is closed on ``sentence`` although their
+    expression matches it, and open terms the index left out; and whether any concept
+    matched the sentence."""
     words, prefixes = sentence_words(sentence, LEX.gate_lengths)
-    return [
-        c.id
-        for c in LEX.concepts
-        if c.gates is not None
-        and not gate_open(c.gates, words, prefixes)
-        and c.regex.search(sentence)
-    ]
+    candidates = set(LEX.term_index.candidates(words, prefixes))
+    # A concept whose alternation does not match has no term that matches: only its
+    # concepts that match need each term's expression run.
+    matching = {ci for ci, whole in enumerate(ALTERNATIONS) if whole.search(sentence)}
+    wrong = []
+    for n, (ci, term, gate) in enumerate(LEX.all_terms):
+        opened = term_open(gate, words, prefixes)
+        if (not opened and ci in matching and term.search(sentence)) or (
+            opened and n not in candidates
+        ):
+            wrong.append(f"{LEX.concepts[ci].id}[{n}]")
+    return wrong, bool(matching)
 
 
-def test_no_gate_is_closed_where_its_concept_matches() -> None:
+def _spans(matches: Iterator[re.Match[str]]) -> list[tuple[int, int]]:
+    return [m.span() for m in matches]
+
+
+def test_no_gate_is_closed_where_its_term_matches() -> None:
     assert len(SENTENCES) > 1500
     matched = 0
     for sentence in SENTENCES:
-        assert _closed_but_matching(sentence) == [], sentence
-        matched += any(c.regex.search(sentence) for c in LEX.concepts)
+        wrong, any_match = _closed_but_matching(sentence)
+        assert wrong == [], sentence
+        matched += any_match
     assert matched > 500  # the check saw many matches, not only closed gates
 
 
-def test_gates_skip_most_concepts_on_news_sentences() -> None:
-    """What the gates are for: on anchored sentences most concepts' expressions are not run."""
+def test_open_terms_match_as_their_concept_s_alternation() -> None:
+    """The matches of a concept's open terms, one term at a time, are those of all its
+    terms as one alternation (leftmost first; the first term that matches there wins)."""
+    compared = 0
+    for sentence in SENTENCES:
+        words, prefixes = sentence_words(sentence, LEX.gate_lengths)
+        for c, whole in zip(LEX.concepts, ALTERNATIONS, strict=True):
+            if not gate_open(c.gates, words, prefixes):
+                continue  # no term can match: test_no_gate_is_closed_where_its_term_matches
+            expected = _spans(whole.finditer(sentence, 0, len(sentence)))
+            opened = [
+                t for t, g in zip(c.terms, c.gates, strict=True) if term_open(g, words, prefixes)
+            ]
+            got = _spans(leftmost_matches(opened, sentence, 0, len(sentence))) if opened else []
+            assert got == expected, (c.id, sentence)
+            compared += bool(expected)
+    assert compared > 500
+
+
+@pytest.mark.parametrize(
+    "patterns,text,spans",
+    [
+        # The leftmost match wins, whichever pattern finds it.
+        (["b+", "a"], "xxab", [(2, 3), (3, 4)]),
+        # At the same position the first pattern wins, even when a later one is longer.
+        (["ab", "abc"], "abc abc", [(0, 2), (4, 6)]),
+        (["abc", "ab"], "abc abc", [(0, 3), (4, 7)]),
+        # After a match the search goes on from its end: no overlaps.
+        (["aba", "ba"], "ababa", [(0, 3), (3, 5)]),
+        # A pattern's later matches are found again after another's match passed them.
+        (["a.", "b"], "abab", [(0, 2), (2, 4)]),
+    ],
+)
+def test_leftmost_matches_examples(
+    patterns: list[str], text: str, spans: list[tuple[int, int]]
+) -> None:
+    compiled = [re.compile(p) for p in patterns]
+    assert _spans(leftmost_matches(compiled, text, 0, len(text))) == spans
+    assert _spans(re.compile("|".join(patterns)).finditer(text)) == spans
+
+
+def test_gates_skip_most_terms_on_news_sentences() -> None:
+    """What the gates are for: on anchored sentences few terms' expressions are run, and the
+    index hands over few more than those to check."""
     anchored = [s for s in SENTENCES if MATCHER.anchors(s)]
-    gated = [c for c in LEX.concepts if c.gates is not None]
-    open_count = sum(
-        gate_open(c.gates, *sentence_words(s, LEX.gate_lengths))
-        for s in anchored
-        for c in gated
-        if c.gates is not None
-    )
-    assert len(gated) >= len(LEX.concepts) - 5
-    assert open_count < 0.5 * len(anchored) * len(gated)
+    opened = candidates = 0
+    for s in anchored:
+        words, prefixes = sentence_words(s, LEX.gate_lengths)
+        opened += sum(term_open(g, words, prefixes) for _, _, g in LEX.all_terms)
+        candidates += len(LEX.term_index.candidates(words, prefixes))
+    terms = len(anchored) * len(LEX.all_terms)
+    assert opened < 0.1 * terms
+    assert candidates < 0.25 * terms
+
+
+def test_a_concept_gate_opens_when_one_of_its_terms_does() -> None:
+    sentence = "The sheriff will no longer honor ICE detainers."
+    words, prefixes = sentence_words(sentence, LEX.gate_lengths)
+    for c in LEX.concepts:
+        assert gate_open(c.gates, words, prefixes) == any(
+            term_open(g, words, prefixes) for g in c.gates
+        )
 
 
 # Generated sentences: the rules' own literal words, in any case, with the punctuation and
@@ -168,8 +249,8 @@ _SEPARATORS = st.sampled_from([" ", " ", " ", ", ", "-", " - ", "'", "\u2019", "
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(_PIECES, _SEPARATORS), min_size=1, max_size=14))
-def test_no_gate_is_closed_where_its_concept_matches_generated(
+def test_no_gate_is_closed_where_its_term_matches_generated(
     parts: list[tuple[str, str]],
 ) -> None:
     sentence = "".join(word + sep for word, sep in parts)
-    assert _closed_but_matching(sentence) == []
+    assert _closed_but_matching(sentence)[0] == []

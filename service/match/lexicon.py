@@ -24,7 +24,16 @@ from service.errors import ConfigError
 from service.types import TOPICS
 
 from .gazetteer import GazetteerRules
-from .text import TermError, TermGate, prefix_lengths, term_gate, term_positions, term_regex
+from .text import (
+    GateIndex,
+    TermError,
+    TermGate,
+    gate_index,
+    prefix_lengths,
+    term_gate,
+    term_positions,
+    term_regex,
+)
 
 FIELDS = ("title", "summary", "text")
 ACTOR_KINDS = ("local", "federal")
@@ -49,10 +58,12 @@ class Concept:
     weight: float
     sense: str | None
     requires_any: frozenset[str]
-    regex: re.Pattern[str]
-    # One gate per term (``text.term_gate``): the regex runs on a sentence only when one is
-    # open. None: some term has no literal position, so the regex always runs.
-    gates: tuple[TermGate, ...] | None = None
+    # One expression per term, in the order written; a concept's matches are those of the
+    # terms joined as one alternation (``text.leftmost_matches``).
+    terms: tuple[re.Pattern[str], ...]
+    # One gate per term (``text.term_gate``): a term's expression runs on a sentence only
+    # when its gate is open (a gate without literal positions always is).
+    gates: tuple[TermGate, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,11 @@ class Lexicon:
     gazetteer: GazetteerRules
     # The prefix lengths the concepts' gates hold (``text.sentence_words`` makes only those).
     gate_lengths: frozenset[int] = frozenset()
+    # Every concept's terms in one numbering, concept by concept, in order: (the concept's
+    # index, the term's expression, its gate); and the index that finds the terms a
+    # sentence could open.
+    all_terms: tuple[tuple[int, re.Pattern[str], TermGate], ...] = ()
+    term_index: GateIndex = GateIndex({}, {}, ())
 
 
 _VERSION = re.compile(r"^\d{4}\.\d{1,2}\.\d+$")
@@ -223,6 +239,18 @@ def load_lexicon(path: Path) -> Lexicon:
                 ) from e
         return _compile(rd, name, "|".join(parts))
 
+    def compile_term(rd: _Reader, name: str, term: str) -> re.Pattern[str]:
+        """One term's expression; a term that could match nothing at all (no word) is an
+        error, since a concept's matches are found one term at a time."""
+        try:
+            source = term_regex(term, macros)
+        except TermError as e:
+            raise rd.fail(name, f"{term!r}: {e}", "see the term syntax at the top") from e
+        pattern = _compile(rd, name, source)
+        if pattern.fullmatch("") is not None:
+            raise rd.fail(name, f"{term!r} matches empty text", "give the term a word")
+        return pattern
+
     def opt_terms(rd: _Reader, name: str) -> re.Pattern[str] | None:
         terms = rd.strings(name, [])
         return compile_terms(rd, name, terms) if terms else None
@@ -293,7 +321,6 @@ def load_lexicon(path: Path) -> Lexicon:
                     f"{t!r} contains no prefilter anchor",
                     "add an anchor to [prefilter].anchors or reword the term",
                 )
-        gates = tuple(term_gate(t) for t in terms)
         concepts.append(
             Concept(
                 cid,
@@ -301,8 +328,8 @@ def load_lexicon(path: Path) -> Lexicon:
                 c.unit("weight"),
                 sense_of(c),
                 req,
-                compile_terms(c, "terms", terms),
-                None if any(not g for g in gates) else gates,
+                tuple(compile_term(c, f"terms[{i}]", t) for i, t in enumerate(terms)),
+                tuple(term_gate(t) for t in terms),
             )
         )
     if not concepts:
@@ -363,6 +390,11 @@ def load_lexicon(path: Path) -> Lexicon:
         laws=tuple(named(a) for a in ent.subs("laws")),
         counts=tuple(counts),
     )
+    all_terms = tuple(
+        (ci, term, gate)
+        for ci, c in enumerate(concepts)
+        for term, gate in zip(c.terms, c.gates, strict=True)
+    )
     return Lexicon(
         version=version,
         path=file,
@@ -374,7 +406,9 @@ def load_lexicon(path: Path) -> Lexicon:
         events=tuple(events),
         entities=entities,
         gazetteer=_gazetteer(r.sub("gazetteer", {})),
-        gate_lengths=prefix_lengths(g for c in concepts for g in c.gates or ()),
+        gate_lengths=prefix_lengths(g for c in concepts for g in c.gates),
+        all_terms=all_terms,
+        term_index=gate_index([g for _, _, g in all_terms]),
     )
 
 

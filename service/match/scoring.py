@@ -16,6 +16,7 @@ Does not: find sentences or places (``matcher``), decide senses (``senses``), or
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from service.types import MatchedTerm
 
 from .lexicon import Concept, Lexicon
 from .senses import SenseChecker
-from .text import gate_open, sentence_words
+from .text import leftmost_matches, sentence_words, term_open
 
 
 @dataclass(slots=True)
@@ -71,10 +72,17 @@ def analyse_sentence(
     concept needs it, so items that never do skip reading the title for actors."""
     raw: list[tuple[int, int, float, Concept]] = []
     words, prefixes = sentence_words(text[start:end], lex.gate_lengths)
-    for c in lex.concepts:
-        if c.gates is not None and not gate_open(c.gates, words, prefixes):
-            continue
-        for m in c.regex.finditer(text, start, end):
+    # Only the terms whose gates are open can match, and a concept's matches are theirs as
+    # one alternation of all its terms would give them (``leftmost_matches``); the index
+    # finds the candidates without visiting every term.
+    open_terms: dict[int, list[re.Pattern[str]]] = {}
+    for n in lex.term_index.candidates(words, prefixes):
+        ci, term, gate = lex.all_terms[n]
+        if term_open(gate, words, prefixes):
+            open_terms.setdefault(ci, []).append(term)
+    for ci, terms in open_terms.items():  # in the concepts' order, as the numbering is
+        c = lex.concepts[ci]
+        for m in leftmost_matches(terms, text, start, end):
             if m.end() > m.start() and senses.accepts(
                 c.sense, text, m.start(), m.end(), (start, end), place_spans
             ):

@@ -22,7 +22,8 @@ Term syntax (documented in docs/matcher.md and the rules file header):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 # Longest sentence we examine as one unit. Past this a "sentence" is a run-on page dump (no
 # punctuation), and scanning it with the gap patterns would cost quadratic-ish time.
@@ -309,10 +310,91 @@ def sentence_words(text: str, lengths: frozenset[int]) -> tuple[frozenset[str], 
 
 def gate_open(gates: tuple[TermGate, ...], words: frozenset[str], prefixes: frozenset[str]) -> bool:
     """Whether any of the terms ``gates`` stand for could match a sentence of these words."""
-    for gate in gates:
-        for exact, starts in gate:
-            if exact.isdisjoint(words) and starts.isdisjoint(prefixes):
-                break
-        else:
-            return True
-    return False
+    return any(term_open(gate, words, prefixes) for gate in gates)
+
+
+def term_open(gate: TermGate, words: frozenset[str], prefixes: frozenset[str]) -> bool:
+    """Whether the term ``gate`` stands for could match a sentence of these words: every
+    literal position has one of its words (or prefixes) there. A gate without positions is
+    always open."""
+    for exact, starts in gate:
+        if exact.isdisjoint(words) and starts.isdisjoint(prefixes):
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class GateIndex:
+    """The terms that a sentence's words could open, found without looking at every term.
+
+    Each term is filed under the words (and prefixes) of one of its literal positions, the
+    one with the fewest; a term can only be open when the sentence holds one of them, so
+    ``candidates`` gives a superset of the open terms, to check with ``term_open``. Terms
+    are numbered in the order given; those without positions are always candidates."""
+
+    by_word: Mapping[str, tuple[int, ...]]
+    by_prefix: Mapping[str, tuple[int, ...]]
+    always: tuple[int, ...]
+
+    def candidates(self, words: frozenset[str], prefixes: frozenset[str]) -> list[int]:
+        """The numbers of the terms ``words`` and ``prefixes`` could open, ascending."""
+        found = set(self.always)
+        for table, keys in ((self.by_word, words), (self.by_prefix, prefixes)):
+            if len(keys) < len(table):
+                for key in keys:
+                    found.update(table.get(key, ()))
+            else:
+                for key, ids in table.items():
+                    if key in keys:
+                        found.update(ids)
+        return sorted(found)
+
+
+def gate_index(gates: Sequence[TermGate]) -> GateIndex:
+    """``GateIndex`` of these term gates (numbered in order)."""
+    by_word: dict[str, list[int]] = {}
+    by_prefix: dict[str, list[int]] = {}
+    always: list[int] = []
+    for n, gate in enumerate(gates):
+        if not gate:
+            always.append(n)
+            continue
+        exact, starts = min(gate, key=lambda pos: len(pos[0]) + len(pos[1]))
+        for word in exact:
+            by_word.setdefault(word, []).append(n)
+        for start in starts:
+            by_prefix.setdefault(start, []).append(n)
+    return GateIndex(
+        {k: tuple(v) for k, v in by_word.items()},
+        {k: tuple(v) for k, v in by_prefix.items()},
+        tuple(always),
+    )
+
+
+def leftmost_matches(
+    patterns: Sequence[re.Pattern[str]], text: str, start: int, end: int
+) -> Iterator[re.Match[str]]:
+    """The matches of the patterns joined as one alternation, in order: what
+    ``re.compile("|".join(...)).finditer(text, start, end)`` gives, found one pattern at a
+    time. At the leftmost position where any pattern matches, the first pattern (in order)
+    that matches there wins, and the search goes on after its match: an alternation's
+    semantics. So a caller runs only the patterns that can match (whose gates are open)
+    and gets the alternation's matches. The patterns must not match the empty string (the
+    rules' terms cannot: each holds a word)."""
+    if len(patterns) == 1:
+        yield from patterns[0].finditer(text, start, end)
+        return
+    # Each pattern's leftmost match at or after ``pos``; still valid while it starts there.
+    found = [p.search(text, start, end) for p in patterns]
+    pos = start
+    while True:
+        best: re.Match[str] | None = None
+        for i, m in enumerate(found):
+            if m is not None and m.start() < pos:
+                m = found[i] = patterns[i].search(text, pos, end)
+            if m is not None and (best is None or m.start() < best.start()):
+                best = m
+        if best is None:
+            return
+        yield best
+        pos = best.end() if best.end() > best.start() else best.end() + 1  # never stall

@@ -240,8 +240,9 @@ def load_lexicon(path: Path) -> Lexicon:
         return _compile(rd, name, "|".join(parts))
 
     def compile_term(rd: _Reader, name: str, term: str) -> re.Pattern[str]:
-        """One term's expression; a term that could match nothing at all (no word) is an
-        error, since a concept's matches are found one term at a time."""
+        """One term's expression. A term that can match empty text is an error: a concept's
+        matches are found one term at a time (``text.leftmost_matches``), and an empty match
+        would not move the search on."""
         try:
             source = term_regex(term, macros)
         except TermError as e:

@@ -16,7 +16,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +124,24 @@ class Lexicon:
     events: tuple[EventRule, ...]
     entities: EntityRules
     gazetteer: GazetteerRules
-    # The prefix lengths the concepts' gates hold (``text.sentence_words`` makes only those).
-    gate_lengths: frozenset[int] = frozenset()
-    # Every concept's terms in one numbering, concept by concept, in order: (the concept's
+    # Derived from ``concepts`` (``__post_init__``), not given:
+    # the prefix lengths the concepts' gates hold (``text.sentence_words`` makes only those);
+    gate_lengths: frozenset[int] = field(init=False)
+    # every concept's terms in one numbering, concept by concept, in order: (the concept's
     # index, the term's expression, its gate); and the index that finds the terms a
     # sentence could open.
-    all_terms: tuple[tuple[int, re.Pattern[str], TermGate], ...] = ()
-    term_index: GateIndex = GateIndex({}, {}, ())
+    all_terms: tuple[tuple[int, re.Pattern[str], TermGate], ...] = field(init=False)
+    term_index: GateIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        all_terms = tuple(
+            (ci, term, gate)
+            for ci, c in enumerate(self.concepts)
+            for term, gate in zip(c.terms, c.gates, strict=True)
+        )
+        object.__setattr__(self, "gate_lengths", prefix_lengths(g for _, _, g in all_terms))
+        object.__setattr__(self, "all_terms", all_terms)
+        object.__setattr__(self, "term_index", gate_index([g for _, _, g in all_terms]))
 
 
 _VERSION = re.compile(r"^\d{4}\.\d{1,2}\.\d+$")
@@ -391,11 +402,6 @@ def load_lexicon(path: Path) -> Lexicon:
         laws=tuple(named(a) for a in ent.subs("laws")),
         counts=tuple(counts),
     )
-    all_terms = tuple(
-        (ci, term, gate)
-        for ci, c in enumerate(concepts)
-        for term, gate in zip(c.terms, c.gates, strict=True)
-    )
     return Lexicon(
         version=version,
         path=file,
@@ -407,9 +413,6 @@ def load_lexicon(path: Path) -> Lexicon:
         events=tuple(events),
         entities=entities,
         gazetteer=_gazetteer(r.sub("gazetteer", {})),
-        gate_lengths=prefix_lengths(g for c in concepts for g in c.gates),
-        all_terms=all_terms,
-        term_index=gate_index([g for _, _, g in all_terms]),
     )
 
 

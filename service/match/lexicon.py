@@ -239,26 +239,22 @@ def load_lexicon(path: Path) -> Lexicon:
         _compile(macros_r, name, src)
         macros[name] = src
 
+    def term_source(rd: _Reader, name: str, term: str) -> str:
+        """A term's regular expression; a syntax error names the term's key."""
+        try:
+            return term_regex(term, macros)
+        except TermError as e:
+            raise rd.fail(name, f"{term!r}: {e}", "see the term syntax at the top") from e
+
     def compile_terms(rd: _Reader, name: str, terms: list[str]) -> re.Pattern[str]:
-        parts = []
-        for i, t in enumerate(terms):
-            try:
-                parts.append(term_regex(t, macros))
-            except TermError as e:
-                raise rd.fail(
-                    f"{name}[{i}]", f"{t!r}: {e}", "see the term syntax at the top"
-                ) from e
+        parts = [term_source(rd, f"{name}[{i}]", t) for i, t in enumerate(terms)]
         return _compile(rd, name, "|".join(parts))
 
     def compile_term(rd: _Reader, name: str, term: str) -> re.Pattern[str]:
         """One term's expression. A term that can match empty text is an error: a concept's
         matches are found one term at a time (``text.leftmost_matches``), and an empty match
         would not move the search on."""
-        try:
-            source = term_regex(term, macros)
-        except TermError as e:
-            raise rd.fail(name, f"{term!r}: {e}", "see the term syntax at the top") from e
-        pattern = _compile(rd, name, source)
+        pattern = _compile(rd, name, term_source(rd, name, term))
         if pattern.fullmatch("") is not None:
             raise rd.fail(name, f"{term!r} matches empty text", "give the term a word")
         return pattern

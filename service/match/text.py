@@ -308,11 +308,6 @@ def sentence_words(text: str, lengths: frozenset[int]) -> tuple[frozenset[str], 
     return words, prefixes
 
 
-def gate_open(gates: tuple[TermGate, ...], words: frozenset[str], prefixes: frozenset[str]) -> bool:
-    """Whether any of the terms ``gates`` stand for could match a sentence of these words."""
-    return any(term_open(gate, words, prefixes) for gate in gates)
-
-
 def term_open(gate: TermGate, words: frozenset[str], prefixes: frozenset[str]) -> bool:
     """Whether the term ``gate`` stands for could match a sentence of these words: every
     literal position has one of its words (or prefixes) there. A gate without positions is

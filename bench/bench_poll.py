@@ -40,11 +40,12 @@ otherwise: ``--parse-nice N`` (``[polling] parse_nice``), ``--malloc-arenas N`` 
 own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unless told),
 ``--sqlite-cache-mb N`` (``[database] sqlite_cache_mb``), ``--sqlite-checkpoint-mb N``
 (``[database] sqlite_checkpoint_mb``), ``--no-pin-poller`` (``[polling] pin_poller =
-false``). Each ``--compare-...`` option adds, in each round,
-one more run of ours with that one thing changed (``--compare-parse-nice N``,
+false``), ``--lazy-parse-start`` (the parse processes start at the first poll's first
+document, as before the commands started them ahead). Each ``--compare-...`` option adds,
+in each round, one more run of ours with that one thing changed (``--compare-parse-nice N``,
 ``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``, ``--compare-httpx-cli``,
 ``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb N``,
-``--compare-pin-poller``) and prints a line
+``--compare-pin-poller``, ``--compare-lazy-parse-start``) and prints a line
 comparing its first poll, memory and writes with the table's.
 """
 
@@ -405,6 +406,7 @@ class OurSetup:
     sqlite_cache_mb: int | None = None
     sqlite_checkpoint_mb: int | None = None
     pin_poller: bool = True
+    prestart: bool = True
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -425,6 +427,8 @@ class OurSetup:
             out += ["--sqlite-checkpoint-mb", str(self.sqlite_checkpoint_mb)]
         if not self.pin_poller:
             out.append("--no-pin-poller")
+        if not self.prestart:
+            out.append("--lazy-parse-start")
         return out
 
     def describe(self) -> str:
@@ -444,7 +448,8 @@ class OurSetup:
             f"start-up heap {heap}, parse_nice {nice}, malloc arenas {arenas}, "
             f"schema migrated {schema}, httpx {cli} its command-line tool, "
             f"SQLite page cache {cache}, SQLite checkpoint at {checkpoint}, "
-            f"poller threads {'on one CPU' if self.pin_poller else 'on every CPU'}"
+            f"poller threads {'on one CPU' if self.pin_poller else 'on every CPU'}, "
+            f"parse processes started {'before' if self.prestart else 'by'} the first poll"
         )
 
 
@@ -472,7 +477,7 @@ def write_our_config(urls: list[str], tmp: Path, setup: OurSetup) -> Path:
 
 def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from service.cli import build
+    from service.cli import build, start_parse_processes
     from service.config import load_config
     from service.heap import (
         MALLOC_ARENAS,
@@ -491,6 +496,8 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
     gc.callbacks.append(gc_clock)
     with build(cfg, pin=True) as parts:  # as the commands that poll do
         out["alembic_loaded"] = "alembic" in sys.modules
+        if setup.prestart:
+            start_parse_processes(parts)  # as the commands that poll do before polling
         if setup.freeze:
             freeze_startup_heap()  # as the run and worker commands do before polling
         todo = parts.storage.enabled_feeds()
@@ -993,6 +1000,16 @@ def main() -> int:
         action="store_true",
         help="also poll with the other pin_poller setting in each round, and compare",
     )
+    ap.add_argument(
+        "--lazy-parse-start",
+        action="store_true",
+        help="start our parse processes at the first poll's first document, not before it",
+    )
+    ap.add_argument(
+        "--compare-lazy-parse-start",
+        action="store_true",
+        help="also poll with the other parse-process start in each round, and compare",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -1005,6 +1022,7 @@ def main() -> int:
         args.sqlite_cache_mb,
         args.sqlite_checkpoint_mb,
         not args.no_pin_poller,
+        not args.lazy_parse_start,
     )
     if args._ours:
         print(json.dumps(run_ours(Path(args._ours), setup)))
@@ -1043,6 +1061,10 @@ def main() -> int:
         if args.compare_pin_poller:
             label = "poller threads on every CPU" if setup.pin_poller else "poller on one CPU"
             variants.append((label, replace(setup, pin_poller=not setup.pin_poller)))
+        if args.compare_lazy_parse_start:
+            when = "by" if setup.prestart else "before"
+            label = f"parse processes started {when} the first poll"
+            variants.append((label, replace(setup, prestart=not setup.prestart)))
         runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
         runs.append(("ignorant", ignoring, setup))
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}

@@ -98,9 +98,9 @@ def build(cfg: Config, *, pipeline: bool = True, pin: bool = False) -> Iterator[
                 cfg["polling.concurrency"],
             )
             hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
-            # Parse processes, started on first use (one per core unless configured), running
-            # below the poller's priority, so that storing, which only this process does,
-            # gets a core first.
+            # Parse processes (one per core unless configured), running below the poller's
+            # priority, so that storing, which only this process does, gets a core first.
+            # Started by the commands that poll (start_parse_processes), else on first use.
             parse_pool = ParsePool(
                 cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES,
                 nice=cfg["polling.parse_nice"],
@@ -206,6 +206,20 @@ def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def start_parse_processes(parts: Parts) -> None:
+    """Start the poller's parse processes before its first poll (the commands that poll).
+    One that cannot start is said here; polling then tries again at each document."""
+    pool = parts.poller.parse_pool
+    started = pool.start()
+    if started < pool.processes:
+        log.warning(
+            "%d of %d parse processes started (%s); polls will try to start the rest",
+            started,
+            pool.processes,
+            sys.executable,
+        )
+
+
 def pin_poller(cfg: Config) -> frozenset[int] | None:
     """With ``polling.pin_poller`` on, keep this process's threads on one CPU (``cpus``) and
     return every CPU it may use, for its parse processes."""
@@ -257,6 +271,7 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
         )
         _on_sigterm(lambda: setattr(server, "should_exit", True))
         _reload_rules_on_sighup(cfg, parts.poller)
+        start_parse_processes(parts)
         freeze_startup_heap()
         scheduler.start()
         try:
@@ -353,6 +368,7 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         _reload_rules_on_sighup(cfg, parts.poller)
+        start_parse_processes(parts)
         freeze_startup_heap()
         scheduler.start()
         try:
@@ -446,6 +462,7 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
             feeds = storage.enabled_feeds()
         else:
             feeds = None
+        start_parse_processes(parts)
         reports = parts.poller.poll(feeds)
         while feeds is None and (batch := parts.poller.poll()):  # due feeds come in batches
             reports += batch

@@ -293,7 +293,7 @@ class _Worker:
 
 
 class ParsePool:
-    """Worker processes for ``parse_document``, started on first use.
+    """Worker processes for ``parse_document``, started by ``start`` or on first use.
 
     The workers are fresh Python processes that import only this module (one imports it and
     forks the others), so they start small, share what they imported, and never inherit
@@ -344,6 +344,12 @@ class ParsePool:
                 pass_fds=[fd for pair in theirs for fd in pair],
                 env=env,
             )
+        except OSError as e:  # no Python to run (moved, deleted), no processes left
+            log.error("cannot start a parse process (%s): %s", sys.executable, e)
+            for (_, tasks_w), (results_r, _) in pipes:  # ours; theirs are closed below
+                os.close(tasks_w)
+                os.close(results_r)
+            return []
         finally:
             for pair in theirs:
                 for fd in pair:
@@ -367,6 +373,21 @@ class ParsePool:
             worker.reader.start()
             started.append(worker)
         return started
+
+    def start(self) -> int:
+        """Start the workers now rather than at the first document; returns how many run.
+
+        The commands that poll call this once they are built, so that a poll, the first
+        included, does not wait for fresh Pythons to import the parsing modules (~0.25 s),
+        and a worker that cannot start is said at start-up. Those missing later (a killed
+        worker) are still started on first use."""
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the parse pool is closed")
+            missing = self.processes - len(self._workers)
+            if missing > 0:
+                self._workers += self._start(missing)
+            return len(self._workers)
 
     def _choose(self) -> _Worker:
         """The worker with the fewest tasks waiting, once it has room for one more (counted

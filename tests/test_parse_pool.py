@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -291,3 +291,54 @@ def test_a_worker_hands_back_what_each_document_freed(monkeypatch: pytest.Monkey
     assert len(doc.articles) == 1 and released == [1]
     broken = parse_worker._parse_in_worker(b"<html>not a feed", {}, "http://feeds.example/", None)
     assert broken.error is not None and released == [1, 1]
+
+
+def test_start_runs_the_workers_before_the_first_document() -> None:
+    """The commands that poll start the workers once built (``start``), so that the first
+    poll does not wait for them to import the parsing modules. Starting again starts none;
+    the documents go to the workers started ahead; killed ones are started again."""
+    pool = ParsePool(processes=2)
+    before = _ours()
+    try:
+        assert pool.start() == 2
+        workers = set(pool.worker_pids())
+        assert len(workers) == 2 and workers == _ours() - before
+        assert pool.start() == 2 and set(pool.worker_pids()) == workers
+        docs = [pool.parse(RSS, {}, "http://feeds.example/rss") for _ in range(3)]
+        assert [len(d.articles) for d in docs] == [1] * 3
+        assert set(pool.worker_pids()) == workers
+        _kill_workers(pool)
+        assert pool.start() == 2
+        assert set(pool.worker_pids()).isdisjoint(workers)
+    finally:
+        pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.start()
+    assert not running(_ours() - before), "close() leaves no worker behind"
+
+
+def test_workers_that_cannot_start_are_said_at_start_and_at_each_document(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No Python to start a worker with (moved or deleted under a running service): the
+    command says so when it starts, and each document then fails with that reason, not
+    with the OSError of a process launch deep in a fetch thread."""
+    from types import SimpleNamespace
+
+    from service.cli import Parts, start_parse_processes
+
+    pool = ParsePool(processes=2)
+    parts = Parts(config=cast(Any, None), storage=None, poller=SimpleNamespace(parse_pool=pool))
+    opened = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    try:
+        with caplog.at_level(logging.WARNING, logger="service"):
+            start_parse_processes(parts)
+        assert "cannot start a parse process (/nonexistent/python3)" in caplog.text
+        assert "0 of 2 parse processes started" in caplog.text
+        with pytest.raises(RuntimeError, match="no parse process could be started"):
+            pool.parse(RSS, {}, "http://feeds.example/rss")
+        assert len(os.listdir("/proc/self/fd")) == opened, "the pipes of a failed start leak"
+    finally:
+        monkeypatch.undo()
+        pool.close()

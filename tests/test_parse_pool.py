@@ -308,6 +308,12 @@ def test_start_runs_the_workers_before_the_first_document() -> None:
         assert [len(d.articles) for d in docs] == [1] * 3
         assert set(pool.worker_pids()) == workers
         _kill_workers(pool)
+        # Their reader threads tell the pool, once they see the pipes end; start() then
+        # replaces the workers it knows are gone.
+        deadline = time.monotonic() + 10
+        while pool.worker_pids():
+            assert time.monotonic() < deadline, "the pool never noticed its killed workers"
+            time.sleep(0.02)
         assert pool.start() == 2
         assert set(pool.worker_pids()).isdisjoint(workers)
     finally:

@@ -384,10 +384,14 @@ class ParsePool:
         with self._changed:
             if self._closed:
                 raise RuntimeError("the parse pool is closed")
-            missing = self.processes - len(self._workers)
-            if missing > 0:
-                self._workers += self._start(missing)
+            self._replace_missing()
             return len(self._workers)
+
+    def _replace_missing(self) -> None:
+        """Start the workers the pool lacks (the first set, or those it lost); under the lock."""
+        missing = self.processes - len(self._workers)
+        if missing > 0:
+            self._workers += self._start(missing)
 
     def _choose(self) -> _Worker:
         """The worker with the fewest tasks waiting, once it has room for one more (counted
@@ -396,9 +400,7 @@ class ParsePool:
             while True:
                 if self._closed:
                     raise RuntimeError("the parse pool is closed")
-                missing = self.processes - len(self._workers)
-                if missing > 0:
-                    self._workers += self._start(missing)
+                self._replace_missing()
                 if not self._workers:
                     raise RuntimeError(
                         f"no parse process could be started ({sys.executable} -c {_WORKER_MAIN!r})"

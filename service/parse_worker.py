@@ -377,18 +377,19 @@ class ParsePool:
     def start(self) -> int:
         """Start the workers now rather than at the first document; returns how many run.
 
-        The commands that poll call this once they are built, so that a poll, the first
-        included, does not wait for fresh Pythons to import the parsing modules (~0.25 s),
-        and a worker that cannot start is said at start-up. Those missing later (a killed
-        worker) are still started on first use."""
+        ``run`` and ``worker`` call this once they are built, so that their first poll does
+        not wait for fresh Pythons to import the parsing modules, and a worker that cannot
+        start is said at start-up. Those missing later (a killed worker) are still started
+        on first use."""
         with self._changed:
-            if self._closed:
-                raise RuntimeError("the parse pool is closed")
             self._replace_missing()
             return len(self._workers)
 
     def _replace_missing(self) -> None:
-        """Start the workers the pool lacks (the first set, or those it lost); under the lock."""
+        """Start the workers the pool lacks (the first set, or those it lost); under the
+        lock. A closed pool starts none: RuntimeError."""
+        if self._closed:
+            raise RuntimeError("the parse pool is closed")
         missing = self.processes - len(self._workers)
         if missing > 0:
             self._workers += self._start(missing)
@@ -398,8 +399,6 @@ class ParsePool:
         as given); new workers for those the pool lost (or the first set)."""
         with self._changed:
             while True:
-                if self._closed:
-                    raise RuntimeError("the parse pool is closed")
                 self._replace_missing()
                 if not self._workers:
                     raise RuntimeError(

@@ -497,7 +497,11 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
     with build(cfg, pin=True) as parts:  # as the commands that poll do
         out["alembic_loaded"] = "alembic" in sys.modules
         if setup.prestart:
-            start_parse_processes(parts)  # as the commands that poll do before polling
+            t0 = time.perf_counter()
+            start_parse_processes(parts)  # as run and worker do before polling
+            out["parse_start_s"] = time.perf_counter() - t0
+            pids = parts.poller.parse_pool.worker_pids()
+            out["parse_start_cpu_s"] = sum(cpu_of(p) or 0.0 for p in pids)
         if setup.freeze:
             freeze_startup_heap()  # as the run and worker commands do before polling
         todo = parts.storage.enabled_feeds()
@@ -728,8 +732,10 @@ def _run_measured(side: str, args: list[str]) -> dict[str, Any]:
 
 
 def per_round(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
-    """Two lines: each round's first-poll items/s of both sides and their ratio (where
-    ``reader`` ran), and the CPU steal during each run (a round with steal says little)."""
+    """Each round's first-poll items/s of both sides and their ratio (where ``reader`` ran),
+    the CPU steal during each run (a round with steal says little), and, where the parse
+    processes were started before the first poll, how long that start took (outside the
+    timed polls)."""
 
     def listed(values: list[float], fmt: str) -> str:
         return ", ".join(format(v, fmt) for v in values)
@@ -746,6 +752,13 @@ def per_round(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
     lines.append(f"\nCPU steal during each run, s: ours {steals(ours)}")
     if theirs:
         lines.append(f"; reader {steals(theirs)}")
+    started = [r for r in ours if "parse_start_s" in r]
+    if started:  # outside the timed polls, as run and worker start them
+        lines.append(
+            "\nparse processes' start before the first poll, s: "
+            f"wall {listed([r['parse_start_s'] for r in started], '.2f')}; "
+            f"their CPU {listed([r['parse_start_cpu_s'] for r in started], '.2f')}"
+        )
     return "".join(lines)
 
 

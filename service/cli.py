@@ -100,7 +100,7 @@ def build(cfg: Config, *, pipeline: bool = True, pin: bool = False) -> Iterator[
             hook_client = build_webhook_client(cfg["delivery.timeout"], ua)
             # Parse processes (one per core unless configured), running below the poller's
             # priority, so that storing, which only this process does, gets a core first.
-            # Started by the commands that poll (start_parse_processes), else on first use.
+            # Started by run and worker (start_parse_processes), else on first use.
             parse_pool = ParsePool(
                 cfg["polling.parse_processes"] or DEFAULT_PARSE_PROCESSES,
                 nice=cfg["polling.parse_nice"],
@@ -207,8 +207,10 @@ def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def start_parse_processes(parts: Parts) -> None:
-    """Start the poller's parse processes before its first poll (the commands that poll).
-    One that cannot start is said here; polling then tries again at each document."""
+    """Start the poller's parse processes before its first poll (``run`` and ``worker``; a
+    one-shot ``poll`` starts them at its first changed document, or never when nothing
+    changed). One that cannot start is said here; polling then tries again at each
+    document."""
     pool = parts.poller.parse_pool
     started = pool.start()
     if started < pool.processes:
@@ -462,7 +464,6 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
             feeds = storage.enabled_feeds()
         else:
             feeds = None
-        start_parse_processes(parts)
         reports = parts.poller.poll(feeds)
         while feeds is None and (batch := parts.poller.poll()):  # due feeds come in batches
             reports += batch

@@ -41,11 +41,14 @@ own limit), ``--httpx-cli`` (httpx imports its command-line tool, as it does unl
 ``--sqlite-cache-mb N`` (``[database] sqlite_cache_mb``), ``--sqlite-checkpoint-mb N``
 (``[database] sqlite_checkpoint_mb``), ``--no-pin-poller`` (``[polling] pin_poller =
 false``), ``--lazy-parse-start`` (the parse processes start at the first poll's first
-document, as before the commands started them ahead). Each ``--compare-...`` option adds,
-in each round, one more run of ours with that one thing changed (``--compare-parse-nice N``,
+document, as before the commands started them ahead), ``--worker-openssl`` (the parse
+processes may load OpenSSL, as they did before they kept it out). Each ``--compare-...``
+option adds, in each round, one more run of ours with that one thing changed
+(``--compare-parse-nice N``,
 ``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``, ``--compare-httpx-cli``,
 ``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb N``,
-``--compare-pin-poller``, ``--compare-lazy-parse-start``) and prints a line
+``--compare-pin-poller``, ``--compare-lazy-parse-start``, ``--compare-worker-openssl``) and
+prints a line
 comparing its first poll, memory and writes with the table's.
 """
 
@@ -407,6 +410,7 @@ class OurSetup:
     sqlite_checkpoint_mb: int | None = None
     pin_poller: bool = True
     prestart: bool = True
+    worker_openssl: bool = False
 
     def flags(self) -> list[str]:
         """The command-line flags that give this setup to the ``--_ours`` subprocess."""
@@ -429,6 +433,8 @@ class OurSetup:
             out.append("--no-pin-poller")
         if not self.prestart:
             out.append("--lazy-parse-start")
+        if self.worker_openssl:
+            out.append("--worker-openssl")
         return out
 
     def describe(self) -> str:
@@ -449,7 +455,8 @@ class OurSetup:
             f"schema migrated {schema}, httpx {cli} its command-line tool, "
             f"SQLite page cache {cache}, SQLite checkpoint at {checkpoint}, "
             f"poller threads {'on one CPU' if self.pin_poller else 'on every CPU'}, "
-            f"parse processes started {'before' if self.prestart else 'by'} the first poll"
+            f"parse processes started {'before' if self.prestart else 'by'} the first poll, "
+            f"{'with' if self.worker_openssl else 'without'} OpenSSL"
         )
 
 
@@ -495,6 +502,7 @@ def run_ours(config: Path, setup: OurSetup) -> dict[str, Any]:
     gc_clock = _GcClock()
     gc.callbacks.append(gc_clock)
     with build(cfg, pin=True) as parts:  # as the commands that poll do
+        parts.poller.parse_pool.openssl = setup.worker_openssl
         out["alembic_loaded"] = "alembic" in sys.modules
         if setup.prestart:
             t0 = time.perf_counter()
@@ -1023,6 +1031,16 @@ def main() -> int:
         action="store_true",
         help="also poll with the other parse-process start in each round, and compare",
     )
+    ap.add_argument(
+        "--worker-openssl",
+        action="store_true",
+        help="let our parse processes load OpenSSL (ssl, _hashlib), which they keep out",
+    )
+    ap.add_argument(
+        "--compare-worker-openssl",
+        action="store_true",
+        help="also poll with the other OpenSSL setting of the parse processes, and compare",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -1036,6 +1054,7 @@ def main() -> int:
         args.sqlite_checkpoint_mb,
         not args.no_pin_poller,
         not args.lazy_parse_start,
+        args.worker_openssl,
     )
     if args._ours:
         print(json.dumps(run_ours(Path(args._ours), setup)))
@@ -1078,6 +1097,9 @@ def main() -> int:
             when = "by" if setup.prestart else "before"
             label = f"parse processes started {when} the first poll"
             variants.append((label, replace(setup, prestart=not setup.prestart)))
+        if args.compare_worker_openssl:
+            label = f"parse processes {'without' if setup.worker_openssl else 'with'} OpenSSL"
+            variants.append((label, replace(setup, worker_openssl=not setup.worker_openssl)))
         runs = [("ours", honest, setup), *((k, honest, v) for k, v in variants)]
         runs.append(("ignorant", ignoring, setup))
         results: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _, _ in runs}

@@ -149,9 +149,14 @@ STOP_TIMEOUT_S = 10.0
 # Documents a worker may hold at once: the one it parses and the next, waiting in its pipe.
 TASKS_PER_WORKER = 2
 
-# What the first worker of a set runs (``python -c``), with the arguments of ``_worker_main``.
+# What the first worker of a set runs (``python -c``): ``OPENSSL`` ("openssl" or
+# "no-openssl"), then the arguments of ``_worker_main``. A worker never opens a connection,
+# so by default it keeps OpenSSL out before it imports anything (``heap.keep_openssl_out``):
+# ~5 MB less in each worker.
 _WORKER_MAIN = (
-    "import sys; from service.parse_worker import _worker_main; _worker_main(sys.argv[1:])"
+    "import sys; from service.heap import keep_openssl_out; "
+    "sys.argv[1] == 'openssl' or keep_openssl_out(); "
+    "from service.parse_worker import _worker_main; _worker_main(sys.argv[2:])"
 )
 
 
@@ -299,7 +304,8 @@ class ParsePool:
     forks the others), so they start small, share what they imported, and never inherit
     the poller's threads, sockets or locks. ``processes=0`` parses in the calling thread.
     ``nice`` lowers the workers' CPU priority below the caller's by that much; ``cpus``, when
-    given, are the CPUs the workers run on (all of them, for a poller pinned to one).
+    given, are the CPUs the workers run on (all of them, for a poller pinned to one). The
+    workers load no OpenSSL unless ``openssl`` (see ``_WORKER_MAIN``).
 
     A document goes to the worker with the fewest waiting, each holding up to
     ``TASKS_PER_WORKER`` (so that a worker finds its next document in its pipe when it
@@ -315,12 +321,15 @@ class ParsePool:
         processes: int = DEFAULT_PARSE_PROCESSES,
         nice: int = 0,
         cpus: frozenset[int] | None = None,
+        openssl: bool = False,
     ) -> None:
         self.processes = processes
         # Niceness each worker adds to its own when it starts ([polling] parse_nice).
         self.nice = nice
         # The CPUs a worker takes back from a poller pinned to one ([polling] pin_poller).
         self.cpus = cpus
+        # Whether the workers may load OpenSSL (``_WORKER_MAIN``); only to measure its cost.
+        self.openssl = openssl
         self._workers: list[_Worker] = []  # alive, as far as the pool knows
         # Guards the workers and their loads. Every fetch thread submits, and the first
         # documents of a poll arrive at once: the workers must be started once, not once
@@ -339,7 +348,15 @@ class ParsePool:
         args = [f"{r},{w}" for r, w in theirs]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, str(self.nice), cpus, *args],
+                [
+                    sys.executable,
+                    "-c",
+                    _WORKER_MAIN,
+                    "openssl" if self.openssl else "no-openssl",
+                    str(self.nice),
+                    cpus,
+                    *args,
+                ],
                 stdin=subprocess.DEVNULL,
                 pass_fds=[fd for pair in theirs for fd in pair],
                 env=env,

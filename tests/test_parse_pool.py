@@ -323,6 +323,42 @@ def test_start_runs_the_workers_before_the_first_document() -> None:
     assert not running(_ours() - before), "close() leaves no worker behind"
 
 
+def _loaded(names: tuple[str, ...]) -> list[str]:
+    """Run in a worker: which of ``names`` it has imported."""
+    return [n for n in names if sys.modules.get(n) is not None]
+
+
+@pytest.mark.parametrize("openssl", [False, True])
+def test_workers_keep_openssl_out_unless_told(openssl: bool) -> None:
+    """A worker never opens a connection, so it does not load OpenSSL (``ssl``, which
+    ``xml.sax`` would import, and ``hashlib``'s OpenSSL code): ~5 MB less in each. Documents
+    parse to the same values either way (their guids and fingerprints are hashes)."""
+    pool = ParsePool(processes=2, openssl=openssl)
+    document = (
+        b"<rss><channel>"
+        + b"".join(
+            f"<item><title>Jail honors ICE detainer {i}</title><description>Held for immigration "
+            f"agents, story {i}.</description></item>".encode()
+            for i in range(5)
+        )
+        + b"</channel></rss>"
+    )
+    try:
+        assert pool.start() == 2
+        docs = [pool.parse(document, {}, "http://feeds.example/rss") for _ in range(4)]
+        loaded = [pool.call(_loaded, ("ssl", "_hashlib", "_ssl")) for _ in range(4)]
+        maps = [Path(f"/proc/{pid}/maps").read_text() for pid in pool.worker_pids()]
+    finally:
+        pool.close()
+    here = ParsePool(processes=0).parse(document, {}, "http://feeds.example/rss")
+    assert all(d == here for d in docs)
+    if openssl:
+        assert any(loaded) and any("libssl" in m for m in maps)
+    else:
+        assert not any(loaded)
+        assert not any("libssl" in m or "libcrypto" in m for m in maps)
+
+
 def test_workers_that_cannot_start_are_said_at_start_and_at_each_document(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,6 +7,17 @@ the packaged gazetteer once; ``Matcher.classify(title, summary, text)`` returns 
 
 from __future__ import annotations
 
-from .matcher import Matcher
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .matcher import Matcher
 
 __all__ = ["Matcher"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Matcher":
+        from .matcher import Matcher
+
+        return Matcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

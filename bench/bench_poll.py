@@ -44,12 +44,10 @@ false``), ``--lazy-parse-start`` (the parse processes start at the first poll's 
 document, as before the commands started them ahead), ``--worker-openssl`` (the parse
 processes may load OpenSSL, as they did before they kept it out). Each ``--compare-...``
 option adds, in each round, one more run of ours with that one thing changed
-(``--compare-parse-nice N``,
-``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``, ``--compare-httpx-cli``,
-``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb N``,
-``--compare-pin-poller``, ``--compare-lazy-parse-start``, ``--compare-worker-openssl``) and
-prints a line
-comparing its first poll, memory and writes with the table's.
+(``--compare-parse-nice N``, ``--compare-malloc-arenas N``, ``--compare-migrate-in-poller``,
+``--compare-httpx-cli``, ``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb
+N``, ``--compare-pin-poller``, ``--compare-lazy-parse-start``, ``--compare-worker-openssl``)
+and prints a line comparing its first poll, memory and writes with the table's.
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ option adds, in each round, one more run of ours with that one thing changed
 ``--compare-httpx-cli``, ``--compare-sqlite-cache-mb N``, ``--compare-sqlite-checkpoint-mb
 N``, ``--compare-pin-poller``, ``--compare-lazy-parse-start``, ``--compare-worker-openssl``)
 and prints a line comparing its first poll, memory and writes with the table's.
+``--commands`` also starts the ``worker`` and ``run`` commands themselves over the same
+feeds, once each after the rounds (with their scheduler, logging and, for ``run``, the HTTP
+API), and prints the memory of each one's process tree until its poll passes have read
+every feed.
 """
 
 from __future__ import annotations
@@ -614,6 +618,79 @@ def migrate_database(config: Path) -> None:
         raise SystemExit(f"migrate failed:\n{done.stderr[-3000:]}")
 
 
+# Seconds a command of --commands may take, from its start, to poll every feed once.
+COMMAND_TIMEOUT_S = 600.0
+_PASS_LINE = re.compile(r"poll pass: (\d+) feeds, (\d+) new items")
+
+
+def run_command(command: str, urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
+    """Start ``detainer-watch COMMAND`` (``worker`` or ``run``) on ``urls`` as a user would,
+    its database migrated beforehand, and sample its process tree's memory until its log's
+    poll passes have read every feed; then stop it with SIGTERM, as Docker does. The
+    seconds from its start to the end of that poll, the items its passes stored and the
+    memory: the main process's peak RSS, each process's summed and the tree's PSS."""
+    config = write_our_config(urls, tmp, setup)
+    with socket.socket() as probe:  # a free port for run's API (worker serves none)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config.write_text(config.read_text() + f"[http]\nport = {port}\n")
+    migrate_database(config)
+    log_path = tmp / f"{command}.log"
+    with open(log_path, "w") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--config", str(config), command],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        memory = _TreeMemory(proc.pid)
+        feeds = items = 0
+        try:
+            while feeds < len(urls):
+                if proc.poll() is not None:
+                    raise SystemExit(f"{command} ended early:\n{log_path.read_text()[-3000:]}")
+                if time.perf_counter() - started > COMMAND_TIMEOUT_S:
+                    raise SystemExit(f"{command} did not poll every feed in time: {log_path}")
+                time.sleep(MEMORY_SAMPLE_S)
+                passes = _PASS_LINE.findall(log_path.read_text())
+                feeds = sum(int(f) for f, _ in passes)
+                items = sum(int(n) for _, n in passes)
+            polled_s = time.perf_counter() - started
+            main_rss = memory.peak_rss_kb.get(proc.pid, 0) / 1024
+            sampled = memory.stop()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return {
+        "command": command,
+        "polled_s": polled_s,
+        "items": items,
+        "rss_mb": main_rss,
+        **sampled,
+    }
+
+
+def commands_table(runs: list[dict[str, Any]]) -> str:
+    """The --commands runs as a markdown table."""
+    lines = [
+        "| command | first poll done, s from start | items | peak RSS MB, main process "
+        "| peak RSS MB, every process (summed) | peak PSS MB, every process |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| `{r['command']}` | {r['polled_s']:.1f} | {r['items']:,} | {r['rss_mb']:.0f} "
+            f"| {r['tree_rss_mb']:.0f} | {r['tree_pss_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def run_ours_subprocess(urls: list[str], tmp: Path, setup: OurSetup) -> dict[str, Any]:
     config = write_our_config(urls, tmp, setup)
     if setup.migrate_apart:
@@ -1039,6 +1116,11 @@ def main() -> int:
         action="store_true",
         help="also poll with the other OpenSSL setting of the parse processes, and compare",
     )
+    ap.add_argument(
+        "--commands",
+        action="store_true",
+        help="also run the worker and run commands themselves once each, and print their memory",
+    )
     ap.add_argument("--_ours", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup = OurSetup(
@@ -1111,6 +1193,11 @@ def main() -> int:
                 run_dir = Path(tempfile.mkdtemp(prefix=f"round{i}-", dir=tmp))
                 results["reader"].append(run_reader(python, honest, run_dir))
                 print(f"round {i + 1} reader: {json.dumps(results['reader'][-1])}", file=sys.stderr)
+        commands = []
+        for command in ("worker", "run") if args.commands else ():
+            run_dir = Path(tempfile.mkdtemp(prefix=f"{command}-", dir=tmp))
+            commands.append(run_command(command, honest, run_dir, setup))
+            print(f"{command}: {json.dumps(commands[-1])}", file=sys.stderr)
     ours, theirs = results["ours"], results["reader"]
     print(
         f"{len(names)} feeds ({size / 1e6:.1f} MB, "
@@ -1123,6 +1210,8 @@ def main() -> int:
     print("\n" + per_round(ours, theirs))
     for label, _ in variants:
         print("\n" + comparison(ours, results[label], "as in the table", label))
+    if commands:
+        print("\nThe commands themselves, one run each:\n\n" + commands_table(commands))
     return 0
 
 

@@ -111,8 +111,10 @@ def test_workers_carry_on_after_connections_are_killed(pg_url: str, tmp_path: Pa
                 pids = fleet.query(
                     f"SELECT pid, pg_terminate_backend(pid) FROM ({others}) AS workers", db=name
                 )
-                assert pids and all(ok for _, ok in pids)
-                killed |= {int(str(pid)) for pid, _ in pids}
+                # A backend may end on its own between the listing and its termination
+                # (a connection the pool closed): pg_terminate_backend then says false.
+                assert any(ok for _, ok in pids)
+                killed |= {int(str(pid)) for pid, ok in pids if ok}
                 time.sleep(0.5)
             fleet.wait_until_stored_and_sent(timeout_s=90)
             time.sleep(1.5)

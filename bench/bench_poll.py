@@ -630,13 +630,11 @@ def run_command(command: str, urls: list[str], tmp: Path, setup: OurSetup) -> di
     seconds from its start to the end of that poll, the items its passes stored and the
     memory: the main process's peak RSS, each process's summed and the tree's PSS."""
     config = write_our_config(urls, tmp, setup)
-    with socket.socket() as probe:  # a free port for run's API (worker serves none)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config.write_text(config.read_text() + f"[http]\nport = {port}\n")
+    # A free port for run's API (worker serves none).
+    config.write_text(config.read_text() + f"[http]\nport = {free_port()}\n")
     migrate_database(config)
     log_path = tmp / f"{command}.log"
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, open(log_path) as reading:
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--config", str(config), command],
@@ -647,6 +645,7 @@ def run_command(command: str, urls: list[str], tmp: Path, setup: OurSetup) -> di
         )
         memory = _TreeMemory(proc.pid)
         feeds = items = 0
+        unread = ""  # the log's last line, until it is whole
         try:
             while feeds < len(urls):
                 if proc.poll() is not None:
@@ -654,13 +653,14 @@ def run_command(command: str, urls: list[str], tmp: Path, setup: OurSetup) -> di
                 if time.perf_counter() - started > COMMAND_TIMEOUT_S:
                     raise SystemExit(f"{command} did not poll every feed in time: {log_path}")
                 time.sleep(MEMORY_SAMPLE_S)
-                passes = _PASS_LINE.findall(log_path.read_text())
-                feeds = sum(int(f) for f, _ in passes)
-                items = sum(int(n) for _, n in passes)
+                # Only what the command logged since the last look.
+                lines, _, unread = (unread + reading.read()).rpartition("\n")
+                for f, n in _PASS_LINE.findall(lines):
+                    feeds += int(f)
+                    items += int(n)
             polled_s = time.perf_counter() - started
-            main_rss = memory.peak_rss_kb.get(proc.pid, 0) / 1024
-            sampled = memory.stop()
         finally:
+            sampled = memory.stop()
             proc.terminate()
             try:
                 proc.wait(timeout=60)
@@ -671,7 +671,7 @@ def run_command(command: str, urls: list[str], tmp: Path, setup: OurSetup) -> di
         "command": command,
         "polled_s": polled_s,
         "items": items,
-        "rss_mb": main_rss,
+        "rss_mb": memory.peak_rss_kb.get(proc.pid, 0) / 1024,
         **sampled,
     }
 

@@ -134,9 +134,9 @@ def import_httpx_without_cli() -> bool:
 # What a process that never opens a connection (a parse process) need not load: ``ssl``,
 # which ``xml.sax`` imports through ``urllib.request`` and which loads OpenSSL's libssl and
 # libcrypto, and ``_hashlib``, which loads libcrypto for ``hashlib``. Without them a fresh
-# Python that imports ``parse_worker`` held ~5 MB less (22 against 27 MB; see
-# ``keep_openssl_out``). ``hashlib`` then hashes with Python's own modules, which give the
-# same digests; those are what this checks for.
+# Python that imports ``parse_worker`` held 22 MB instead of 27 (a probe; README "Parsing in
+# processes"). ``hashlib`` then hashes with Python's own modules, which give the same
+# digests; ``_BUILTIN_HASHES`` are those modules.
 OPENSSL_MODULES = ("ssl", "_hashlib")
 _BUILTIN_HASHES = (
     ("_md5", "_sha1", "_sha2", "_sha3", "_blake2")

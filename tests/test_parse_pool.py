@@ -331,8 +331,8 @@ def _loaded(names: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize("openssl", [False, True])
 def test_workers_keep_openssl_out_unless_told(openssl: bool) -> None:
     """A worker never opens a connection, so it does not load OpenSSL (``ssl``, which
-    ``xml.sax`` would import, and ``hashlib``'s OpenSSL code): ~5 MB less in each. Documents
-    parse to the same values either way (their guids and fingerprints are hashes)."""
+    ``xml.sax`` would import, and ``hashlib``'s OpenSSL code). Documents parse to the same
+    values either way (their guids and fingerprints are hashes)."""
     pool = ParsePool(processes=2, openssl=openssl)
     document = (
         b"<rss><channel>"

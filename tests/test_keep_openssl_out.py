@@ -62,6 +62,8 @@ def test_kept_out_the_parsing_modules_import_and_hash_the_same() -> None:
     assert without["document"] == with_it["document"]
     if with_it["libcrypto"]:  # a Python linked to OpenSSL: the point of keeping it out
         assert without["libcrypto"] is False
+        # The probe tells OpenSSL's hashes from Python's own (else the check above is void).
+        assert with_it["openssl_hashes"] is True
 
 
 @pytest.mark.parametrize("first", ["ssl", "hashlib", "_hashlib"])

@@ -248,6 +248,12 @@ def _lands_soon(future: Future[_Fetched]) -> bool:
     return future.done() or not wait([future], timeout=STORE_WAIT_S).not_done
 
 
+def malformed_warning(recovered: int, error: object) -> str:
+    """A feed's note for a document parsed despite ``error``, with ``recovered`` entries."""
+    entries = "entry" if recovered == 1 else "entries"
+    return f"malformed feed ({recovered} {entries} recovered): {error}"
+
+
 def _warning(f: _Fetched) -> str | None:
     """The problem to show on a feed that answered: a malformed but recoverable document.
 
@@ -255,7 +261,7 @@ def _warning(f: _Fetched) -> str | None:
     are a little broken); an unchanged body keeps the warning it had.
     """
     if f.parsed is not None and f.parsed.bozo_error:
-        return f"malformed feed ({len(f.articles)} entries recovered): {f.parsed.bozo_error}"
+        return malformed_warning(len(f.articles), f.parsed.bozo_error)
     if f.parsed is None and f.feed.error_count == 0:
         return f.feed.last_error  # 304 or the same bytes: the same document as last time
     return None

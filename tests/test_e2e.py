@@ -216,7 +216,7 @@ def test_run_polls_flags_stores_signs_and_serves(world: dict[str, Any]) -> None:
         malformed = by_url[feeds.url("/malformed.xml")]
         assert malformed["error_count"] >= 1 and "malformed" in malformed["last_error"]
         truncated = by_url[feeds.url("/truncated.xml")]
-        assert truncated["error_count"] == 0 and "1 entries recovered" in truncated["last_error"]
+        assert truncated["error_count"] == 0 and "1 entry recovered" in truncated["last_error"]
         for path in world["paths"]:
             if path == "/seed.xml" or path.startswith("/shared/"):
                 f = by_url[feeds.url(path)]

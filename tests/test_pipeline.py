@@ -15,7 +15,7 @@ from sqlalchemy import text
 from service.errors import StorageError
 from service.fetch import Fetcher, build_client
 from service.match import Matcher
-from service.pipeline import Poller, PollSettings
+from service.pipeline import Poller, PollSettings, malformed_warning
 from service.storage import Storage, make_engine, migrate
 from service.stories import StoryPolicy
 from service.types import (
@@ -484,3 +484,15 @@ def test_recent_matches_give_a_verbatim_copy_the_first_ones_result() -> None:
     reloaded = _CountingMatcher.load(RULES)
     assert memo.classify(reloaded, seed) == first
     assert (counting.calls, reloaded.calls) == (4, 1)
+
+
+@pytest.mark.parametrize(
+    ("recovered", "expected"),
+    [
+        (0, "malformed feed (0 entries recovered): no element found"),
+        (1, "malformed feed (1 entry recovered): no element found"),
+        (2, "malformed feed (2 entries recovered): no element found"),
+    ],
+)
+def test_malformed_warning_counts_entries(recovered: int, expected: str) -> None:
+    assert malformed_warning(recovered, "no element found") == expected

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from service.decide import parse_retry_after
-from service.fetch import DEFAULT_USER_AGENT, DRAIN_BYTES, Fetcher, build_client
+from service.fetch import DEFAULT_USER_AGENT, DRAIN_BYTES, Fetcher, build_client, parsed_url
 from service.types import FeedForUpdate, FetchStatus
 from tests.servers import FeedServer
 
@@ -171,6 +171,27 @@ def test_invalid_url(fetcher: Fetcher) -> None:
     result = fetcher.fetch(feed("ftp://127.0.0.1/feed.xml"))
     assert result.status is FetchStatus.ERROR
     assert result.error is not None and "unsupported URL scheme" in result.error
+
+
+def test_unparseable_url_is_an_error_each_time(fetcher: Fetcher) -> None:
+    """A URL httpx cannot parse is the feed's error, on every poll: the parsed-URL cache
+    keeps only URLs that parse."""
+    for _ in range(2):
+        result = fetcher.fetch(feed("http://[::1/feed.xml"))
+        assert result.status is FetchStatus.ERROR
+        assert result.error is not None and result.error.startswith("invalid URL")
+
+
+def test_feed_urls_are_parsed_once(server: FeedServer, fetcher: Fetcher) -> None:
+    """Each feed's URL is parsed for httpx once and kept for its later polls."""
+    server.route("/feed.xml", body=RSS, headers={"Content-Type": "application/rss+xml"})
+    url = server.url("/feed.xml")
+    parsed_url.cache_clear()
+    for _ in range(3):
+        assert fetcher.fetch(feed(url)).status is FetchStatus.OK
+    info = parsed_url.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+    assert parsed_url(url) == httpx.URL(url)
 
 
 def test_body_over_max_bytes_by_content_length(server: FeedServer, client: httpx.Client) -> None:

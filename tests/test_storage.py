@@ -494,6 +494,55 @@ def test_statements_on_the_driver_share_the_transaction_and_its_errors(store: St
         assert driver_execute(s.connection(), count) == [(0,)]
 
 
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        {},  # a plain 200 with an ETag
+        {"status": FetchStatus.NOT_MODIFIED, "http_status": 304, "items_per_hour": 0.25},
+        {
+            "status": FetchStatus.ERROR,
+            "http_status": 503,
+            "error": 'HTTP 503 Service Unavailable; O\'Brien said "later"',
+            "error_count": 3,
+            "failing_since": NOW - timedelta(days=2, microseconds=7),
+            "etag": None,
+        },
+        {"last_modified": "Sat, 05 Dec 2026 10:00:00 GMT", "body_hash": "ab" * 32},
+    ],
+)
+def test_feed_updates_on_the_driver_write_what_the_orm_writes(
+    store: Storage, outcome: dict[str, object]
+) -> None:
+    """``write_feed_updates`` (one executemany on the driver per set of columns, the 304
+    poll's path) leaves a feed row as setting the same values through the ORM does
+    (``_apply_feed_update``, the path of moves and disablings), on both databases."""
+    from sqlmodel import select
+
+    from service.storage.feeds import write_feed_updates
+    from service.storage.tables import FeedRow
+
+    ours, _ = store.add_feed("https://a.example/rss", NOW)
+    theirs, _ = store.add_feed("https://b.example/rss", NOW)
+    update_ = replace(
+        poll_update(ours.id),
+        checked_at=NOW + timedelta(microseconds=123),
+        next_check_at=NOW + timedelta(minutes=17, microseconds=5),
+        **outcome,  # type: ignore[arg-type]
+    )
+    with store._session() as s:
+        write_feed_updates(s, [update_])
+        row = s.get(FeedRow, theirs.id)
+        assert row is not None
+        store._apply_feed_update(row, replace(update_, feed_id=theirs.id))
+    with store._session() as s:
+        rows = {r.id: r.model_dump() for r in s.exec(select(FeedRow)).all()}
+    written, expected = rows[ours.id], rows[theirs.id]
+    for name in ("id", "url"):
+        written.pop(name), expected.pop(name)
+    assert written == expected
+    assert written["last_checked_at"] is not None and written["lease_until"] is None
+
+
 def test_poll_outcome_moves_disables_and_tracks_failures(store: Storage) -> None:
     """Polling state of migration 0002: rate, failure run, permanent moves, disabling."""
     old, _ = store.add_feed("https://a.example/old", NOW)

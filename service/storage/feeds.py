@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from service.config import FeedConfig
 from service.normalize import feed_url
 from service.storage.base import StoreBase, _feed_record
-from service.storage.stories import _in_rows, _mark, driver_execute, row_binder
+from service.storage.stories import _in_rows, _mark, bind_processors, driver_execute
 from service.storage.tables import (
     FeedRow,
     feed_named,
@@ -79,12 +79,22 @@ def write_feed_updates(s: Session, updates: Sequence[FeedUpdate]) -> None:
     quote = conn.dialect.identifier_preparer.quote
     mark = _mark(conn)
     for names, rows in groups.items():
-        bind = row_binder(conn, table, names)
+        process = bind_processors(conn, table, names)
         sets = ", ".join(f"{quote(n)} = {mark}" for n in names)
+        params = [
+            (
+                *(
+                    value if proc is None else proc(value)
+                    for value, proc in zip(row[:-1], process, strict=True)
+                ),
+                row[-1],  # the feed's id
+            )
+            for row in rows
+        ]
         driver_execute(
             conn,
             f"UPDATE {quote(table.name)} SET {sets} WHERE {quote('id')} = {mark}",
-            [(*bind(row[:-1]), row[-1]) for row in rows],
+            params,
             many=True,
         )
 

@@ -8,7 +8,7 @@ the same moment cannot both start it (SQLite has one writer at a time anyway).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,22 +162,12 @@ def known_guids(s: Session, feed_id: int, guids: Iterable[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def row_binder(
-    conn: Connection, table: Any, names: Sequence[str]
-) -> Callable[[Any], tuple[Any, ...]]:
-    """How the driver takes one row of values for these columns of ``table``, in order:
-    each value as its column's type binds it (SQLAlchemy's bind processing, which the
-    statements written here for the driver would otherwise skip)."""
+def bind_processors(conn: Connection, table: Any, names: Sequence[str]) -> list[Any]:
+    """SQLAlchemy's bind processing of these columns of ``table``, in order (``None`` where
+    a value goes to the driver as it is), for the statements written here for the driver,
+    which would otherwise skip it."""
     dialect = conn.dialect
-    process = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-
-    def bind(values: Any) -> tuple[Any, ...]:
-        return tuple(
-            value if proc is None else proc(value)
-            for value, proc in zip(values, process, strict=True)
-        )
-
-    return bind
+    return [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
 
 
 def insert_returning_ids(
@@ -196,7 +186,7 @@ def insert_returning_ids(
     table = model.__table__
     conn = s.connection()
     names = list(rows[0])
-    bind = row_binder(conn, table, names)
+    process = bind_processors(conn, table, names)
     mark = _mark(conn)
     quote = conn.dialect.identifier_preparer.quote
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "
@@ -204,7 +194,11 @@ def insert_returning_ids(
     tail = f" RETURNING {quote('id')}, {quote(key)}"
     id_of: dict[Any, int] = {}
     for chunk in _chunks(rows):
-        params = [value for row in chunk for value in bind([row[n] for n in names])]
+        params = [
+            value if proc is None else proc(value)
+            for row in chunk
+            for value, proc in zip((row[n] for n in names), process, strict=True)
+        ]
         statement = head + ", ".join([row_marks] * len(chunk)) + tail
         for new_id, value in driver_execute(conn, statement, tuple(params)):
             id_of[value] = new_id

@@ -628,7 +628,10 @@ def run_command(command: str, urls: list[str], tmp: Path, setup: OurSetup) -> di
     its database migrated beforehand, and sample its process tree's memory until its log's
     poll passes have read every feed; then stop it with SIGTERM, as Docker does. The
     seconds from its start to the end of that poll, the items its passes stored and the
-    memory: the main process's peak RSS, each process's summed and the tree's PSS."""
+    memory: the main process's peak RSS, each process's summed and the tree's PSS. The
+    config carries ``setup``'s settings that have a key; the rest (the malloc cap, the
+    frozen heap, httpx without its tool, OpenSSL kept out of the parse processes) are the
+    commands' own, whatever ``setup`` says."""
     config = write_our_config(urls, tmp, setup)
     # A free port for run's API (worker serves none).
     config.write_text(config.read_text() + f"[http]\nport = {free_port()}\n")

@@ -57,7 +57,8 @@ DRAIN_BYTES = 64 * 1024
 # Feed URLs whose parsed form (``httpx.URL``) is kept between polls: each feed asks for the
 # same URL every poll, and httpx parses a string anew for each request (50-80 us of a
 # ~600 us request for a 304 on a loopback server, a probe; README, Polling performance).
-# ~470 bytes each; beyond this many feeds, the least recently polled are parsed again.
+# ~470 bytes each (tracemalloc, a probe); beyond this many feeds, the least recently polled
+# are parsed again.
 PARSED_URLS = 4096
 
 

@@ -176,10 +176,12 @@ def test_invalid_url(fetcher: Fetcher) -> None:
 def test_unparseable_url_is_an_error_each_time(fetcher: Fetcher) -> None:
     """A URL httpx cannot parse is the feed's error, on every poll: the parsed-URL cache
     keeps only URLs that parse."""
+    parsed_url.cache_clear()
     for _ in range(2):
         result = fetcher.fetch(feed("http://[::1/feed.xml"))
         assert result.status is FetchStatus.ERROR
         assert result.error is not None and result.error.startswith("invalid URL")
+    assert parsed_url.cache_info().currsize == 0
 
 
 def test_feed_urls_are_parsed_once(server: FeedServer, fetcher: Fetcher) -> None:

@@ -10,6 +10,7 @@ across threads.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -159,14 +160,15 @@ class Fetcher:
         self._clock = clock
         self._host_gate = host_gate
 
-    def fetch(self, feed: FeedForUpdate) -> FetchResult:
+    def fetch(self, feed: FeedForUpdate, stop: threading.Event | None = None) -> FetchResult:
         """One conditional GET of ``feed.url``. Never raises for network or HTTP trouble.
 
         With a ``HostGate``, waits for the host's turn first (the wait is not part of the
-        total timeout or of ``elapsed_s``)."""
+        total timeout or of ``elapsed_s``); ``politeness.Stopped`` when ``stop`` is set
+        before the turn comes, nothing sent. A request under way is not cut short."""
         if self._host_gate is None:
             return self._fetch_now(feed)
-        with self._host_gate.slot(feed.url):
+        with self._host_gate.slot(feed.url, stop):
             return self._fetch_now(feed)
 
     def _fetch_now(self, feed: FeedForUpdate) -> FetchResult:

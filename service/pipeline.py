@@ -37,7 +37,7 @@ from service.fetch import Fetcher
 from service.match import Matcher
 from service.match.prefilter import Prefilter
 from service.parse_worker import ParsePool
-from service.politeness import host_key
+from service.politeness import Stopped, host_key
 from service.storage import Storage
 from service.stories import StoryPolicy, article_fingerprint, assign_stories, needs_match
 from service.types import (
@@ -151,13 +151,21 @@ def _internal_error(e: BaseException) -> str:
 
 
 def _fetch_and_parse(
-    fetcher: Fetcher, parser: ParsePool, feed: FeedRecord, prefilter: Prefilter
-) -> _Fetched:
+    fetcher: Fetcher,
+    parser: ParsePool,
+    feed: FeedRecord,
+    prefilter: Prefilter,
+    stop: threading.Event | None = None,
+) -> _Fetched | None:
     """Fetch and parse one feed. Whatever its response does to our code, the outcome is
     this feed's: an exception (a bug met on its input) becomes its error, so that one feed
-    cannot stop the pass and keep the others of its batch from being stored."""
+    cannot stop the pass and keep the others of its batch from being stored. None when
+    ``stop`` was set while the feed waited for its host's turn: it was not fetched, and
+    is not stored (its lease is given back with the others not polled)."""
     try:
-        return _fetch_and_parse_unguarded(fetcher, parser, feed, prefilter)
+        return _fetch_and_parse_unguarded(fetcher, parser, feed, prefilter, stop)
+    except Stopped:
+        return None
     except Exception as e:
         log.exception("internal error while fetching or parsing %s", feed.url)
         error = _internal_error(e)
@@ -165,9 +173,13 @@ def _fetch_and_parse(
 
 
 def _fetch_and_parse_unguarded(
-    fetcher: Fetcher, parser: ParsePool, feed: FeedRecord, prefilter: Prefilter
+    fetcher: Fetcher,
+    parser: ParsePool,
+    feed: FeedRecord,
+    prefilter: Prefilter,
+    stop: threading.Event | None,
 ) -> _Fetched:
-    result = fetcher.fetch(feed.for_update())
+    result = fetcher.fetch(feed.for_update(), stop)
     if result.status is not FetchStatus.OK or result.body is None:
         return _Fetched(feed, result, None, (), None, result.error)
     body_hash = hashlib.sha256(result.body).hexdigest()
@@ -199,13 +211,13 @@ AHEAD_PER_WORKER = 2
 
 def _submitted_ahead(
     pool: ThreadPoolExecutor,
-    work: Callable[[FeedRecord], _Fetched],
+    work: Callable[[FeedRecord], _Fetched | None],
     feeds: Sequence[FeedRecord],
     ahead: int,
-) -> Iterator[Future[_Fetched]]:
+) -> Iterator[Future[_Fetched | None]]:
     """Futures of ``work`` over ``feeds`` in order, at most ``ahead`` of them submitted
     and not yet handed out."""
-    pending: deque[Future[_Fetched]] = deque()
+    pending: deque[Future[_Fetched | None]] = deque()
     for feed in feeds:
         pending.append(pool.submit(work, feed))
         if len(pending) >= ahead:
@@ -222,11 +234,12 @@ STORE_WAIT_S = 0.02
 
 
 def _ready_batches(
-    futures: Iterator[Future[_Fetched]], size: int, stopping: threading.Event
+    futures: Iterator[Future[_Fetched | None]], size: int, stopping: threading.Event
 ) -> Iterator[list[_Fetched]]:
     """The futures' results in order, in lists of up to ``size``: the next one (waiting for
     it) and those after it that are already done. Once ``stopping`` is set, the futures
-    not yet taken are cancelled."""
+    not yet taken are cancelled. A None result (a feed that ``stopping`` kept from being
+    fetched) is left out."""
     batch: list[_Fetched] = []
     upcoming = next(futures, None)
     while upcoming is not None:
@@ -237,13 +250,15 @@ def _ready_batches(
             batch = []
             continue
         else:
-            batch.append(upcoming.result())
+            fetched = upcoming.result()
+            if fetched is not None:
+                batch.append(fetched)
         upcoming = next(futures, None)
     if batch:
         yield batch
 
 
-def _lands_soon(future: Future[_Fetched]) -> bool:
+def _lands_soon(future: Future[_Fetched | None]) -> bool:
     """Whether the future is done, or is within STORE_WAIT_S."""
     return future.done() or not wait([future], timeout=STORE_WAIT_S).not_done
 
@@ -310,7 +325,7 @@ class Poller:
                     # The prefilter of the rules in force when the feed is fetched (a
                     # SIGHUP reload swaps the matcher).
                     lambda f: _fetch_and_parse(
-                        self.fetcher, self.parse_pool, f, self.matcher.prefilter
+                        self.fetcher, self.parse_pool, f, self.matcher.prefilter, self.stopping
                     ),
                     todo,
                     AHEAD_PER_WORKER * workers,

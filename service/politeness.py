@@ -2,7 +2,9 @@
 between the starts of two requests to it.
 
 I/O (it sleeps). ``HostGate`` is shared by every fetch thread of a process; it only
-delays callers and never fails them. It does not limit the total number of fetches (the
+delays callers and never fails them, but a caller that passes a stop event stops waiting
+as soon as it is set (``Stopped``): a poller told to stop does not sit out its hosts'
+spacing first. It does not limit the total number of fetches (the
 poller's thread pool does) and it gates the feed's own host, not the hosts of redirect
 targets (a redirect is one more request to a host we were already allowed to ask).
 Limits are per process: several workers on PostgreSQL each keep their own.
@@ -16,6 +18,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+# How often a caller waiting for a busy host's slot looks at its stop event.
+STOP_CHECK_S = 0.05
+
+
+class Stopped(Exception):
+    """The caller's stop event was set while it waited for its host's turn; nothing was
+    sent."""
 
 
 def host_key(url: str) -> str:
@@ -72,21 +82,42 @@ class HostGate:
                 self._hosts.pop(key, None)
 
     @contextmanager
-    def slot(self, url: str) -> Iterator[None]:
-        """Wait for a free slot for the URL's host and its turn to start, then yield."""
+    def slot(self, url: str, stop: threading.Event | None = None) -> Iterator[None]:
+        """Wait for a free slot for the URL's host and its turn to start, then yield.
+
+        Raises ``Stopped`` instead, without yielding, when ``stop`` is set before the turn
+        comes (or already is)."""
         key = host_key(url)
         host = self._enter(key)
         try:
-            host.slots.acquire()
+            self._acquire(host, stop)
             try:
                 with host.lock:
                     now = self._monotonic()
                     start = max(now, host.next_start)
                     host.next_start = start + self.delay_s
-                if start > now:
-                    self._sleep(start - now)
+                self._wait(start - now, stop)
                 yield
             finally:
                 host.slots.release()
         finally:
             self._leave(key, host)
+
+    @staticmethod
+    def _acquire(host: _Host, stop: threading.Event | None) -> None:
+        if stop is None:
+            host.slots.acquire()
+            return
+        while not host.slots.acquire(timeout=STOP_CHECK_S):
+            if stop.is_set():
+                raise Stopped
+
+    def _wait(self, seconds: float, stop: threading.Event | None) -> None:
+        """Sit out the host's spacing; with ``stop``, on it (and look at it even when
+        there is nothing to sit out)."""
+        if stop is None:
+            if seconds > 0:
+                self._sleep(seconds)
+            return
+        if stop.wait(seconds) if seconds > 0 else stop.is_set():
+            raise Stopped

@@ -1,17 +1,25 @@
 """Per-host politeness against real servers on 127.0.0.1: concurrency and spacing per host,
-hosts independent of each other (issue 4)."""
+hosts independent of each other, waits that end when the poller is told to stop (issue 4)."""
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from service.fetch import Fetcher, build_client
-from service.politeness import HostGate, host_key
-from service.types import FeedForUpdate, FetchStatus
+from service.fetch import Fetcher, build_client, utc_now
+from service.match import Matcher
+from service.pipeline import Poller, PollSettings
+from service.politeness import HostGate, Stopped, host_key
+from service.storage import Storage
+from service.types import FeedForUpdate, FetchStatus, PollReport
+from tests.conftest import RULES
+from tests.seedfeed import other_items, rss
 from tests.servers import FeedServer
 
 # Scheduling noise allowed on a loaded test machine (threads wake a little late, never early).
@@ -87,3 +95,129 @@ def test_gate_rejects_bad_limits() -> None:
         HostGate(0, 1.0)
     with pytest.raises(ValueError, match="delay_s"):
         HostGate(1, -1.0)
+
+
+# ------------------------------------------------------------ stopping while waiting
+
+# A wait no test may sit out: were a stop not to end it, the test's join would time out.
+LONG_WAIT_S = 120.0
+JOIN_S = 15.0
+
+
+def test_a_stop_ends_the_wait_for_the_hosts_turn(client: httpx.Client) -> None:
+    with FeedServer() as srv:
+        srv.route("/a.xml", body=b"<rss/>")
+        srv.route("/b.xml", body=b"<rss/>")
+        fetcher = Fetcher(client, 100_000, 5, host_gate=HostGate(2, LONG_WAIT_S))
+        stop = threading.Event()
+        assert fetcher.fetch(FeedForUpdate(1, srv.url("/a.xml")), stop).status is FetchStatus.OK
+        outcome: list[str] = []
+
+        def second() -> None:
+            try:
+                fetcher.fetch(FeedForUpdate(2, srv.url("/b.xml")), stop)
+                outcome.append("fetched")
+            except Stopped:
+                outcome.append("stopped")
+
+        waiting = threading.Thread(target=second, daemon=True)
+        waiting.start()
+        time.sleep(0.1)  # into its wait for /b.xml's turn, two minutes after /a.xml
+        stop.set()
+        waiting.join(JOIN_S)
+        assert not waiting.is_alive() and outcome == ["stopped"]
+        assert srv.count("/b.xml") == 0  # nothing was sent
+
+
+def test_a_stop_ends_the_wait_for_a_busy_hosts_slot_and_not_the_request_holding_it(
+    client: httpx.Client,
+) -> None:
+    with FeedServer() as srv:
+        srv.route("/slow.xml", body=b"<rss/>", delay_s=1.5)
+        srv.route("/b.xml", body=b"<rss/>")
+        fetcher = Fetcher(client, 100_000, 10, host_gate=HostGate(1, 0.0))
+        stop = threading.Event()
+        events: list[str] = []
+
+        def slow() -> None:
+            result = fetcher.fetch(FeedForUpdate(1, srv.url("/slow.xml")), stop)
+            events.append(f"slow answered {result.status.value}")
+
+        def blocked() -> None:
+            try:
+                fetcher.fetch(FeedForUpdate(2, srv.url("/b.xml")), stop)
+                events.append("fetched")
+            except Stopped:
+                events.append("stopped")
+
+        threads = [threading.Thread(target=t, daemon=True) for t in (slow, blocked)]
+        threads[0].start()
+        time.sleep(0.2)  # /slow.xml holds the host's one slot
+        threads[1].start()
+        time.sleep(0.1)
+        stop.set()
+        for t in threads:
+            t.join(JOIN_S)
+        assert events == ["stopped", f"slow answered {FetchStatus.OK.value}"]
+        assert srv.count("/b.xml") == 0
+
+
+def test_a_stop_set_before_the_turn_sends_nothing(client: httpx.Client) -> None:
+    with FeedServer() as srv:
+        srv.route("/a.xml", body=b"<rss/>")
+        fetcher = Fetcher(client, 100_000, 5, host_gate=HostGate(1, 0.0))
+        stop = threading.Event()
+        stop.set()
+        with pytest.raises(Stopped):
+            fetcher.fetch(FeedForUpdate(1, srv.url("/a.xml")), stop)
+        assert srv.count("/a.xml") == 0
+        # Without a stop event the gate only ever delays.
+        assert fetcher.fetch(FeedForUpdate(1, srv.url("/a.xml"))).status is FetchStatus.OK
+
+
+def test_a_poller_told_to_stop_gives_back_the_feeds_waiting_for_their_host(
+    storage: Storage, client: httpx.Client
+) -> None:
+    """SIGTERM during a pass over one host's feeds, spaced two minutes apart: the pass ends
+    without sitting out the spacing, stores the feed it fetched, and records nothing on the
+    feeds it did not fetch, whose leases go back for the next worker."""
+    with FeedServer() as srv:
+        urls = [srv.url(f"/f{i}.xml") for i in range(4)]
+        for i, url in enumerate(urls):
+            srv.route(f"/f{i}.xml", body=rss(other_items(2), title=f"Feed {i}"))
+            storage.add_feed(url, utc_now())
+        poller = Poller(
+            storage,
+            Fetcher(client, 1_000_000, 10, host_gate=HostGate(1, LONG_WAIT_S)),
+            Matcher.load(RULES),
+            PollSettings(
+                interval_s=600,
+                min_interval_s=60,
+                max_interval_s=3600,
+                concurrency=4,
+                disable_after_s=86400,
+                disable_after_errors=3,
+            ),
+            utc_now,
+            random.Random(0),
+            worker_id="stopping-worker",
+        )
+        reports: list[PollReport] = []
+        polling = threading.Thread(target=lambda: reports.extend(poller.poll()), daemon=True)
+        polling.start()
+        deadline = time.monotonic() + JOIN_S
+        while not any(f.last_checked_at for f in storage.list_feeds()):
+            assert time.monotonic() < deadline, "the first feed was never stored"
+            time.sleep(0.02)
+        poller.stopping.set()
+        polling.join(JOIN_S)
+        assert not polling.is_alive()
+
+        assert len(srv.requests) == 1
+        [stored] = [f for f in storage.list_feeds() if f.last_checked_at]
+        assert [r.feed_url for r in reports] == [stored.url]
+        assert reports[0].error is None and reports[0].new_items == 2
+        waiting = [f for f in storage.list_feeds() if f.url != stored.url]
+        assert len(waiting) == 3
+        assert all(f.error_count == 0 and f.last_error is None for f in waiting)
+        assert storage.release_feeds("stopping-worker") == 3

@@ -155,10 +155,16 @@ def build(cfg: Config, *, pipeline: bool = True, pin: bool = False) -> Iterator[
 # ---------------------------------------------------------------- commands
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1 ("1 feed", "0 webhooks")."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def cmd_check_config(cfg: Config, _args: argparse.Namespace) -> int:
     matcher = load_matcher(cfg)
     print(
-        f"{cfg.path}: OK — {len(cfg.feeds)} feeds, {len(cfg.webhooks)} webhooks, "
+        f"{cfg.path}: OK — {counted(len(cfg.feeds), 'feed')}, "
+        f"{counted(len(cfg.webhooks), 'webhook')}, "
         f"rules {cfg.rules_path} (version {matcher.version}), database {_safe_url(cfg)}"
     )
     return 0

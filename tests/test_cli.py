@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, RULES
 from tests.seedfeed import seed_parts
 
@@ -157,3 +159,20 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert str(cfg) in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("feeds", "hooks", "said"),
+    [(0, 0, "0 feeds, 0 webhooks"), (1, 1, "1 feed, 1 webhook"), (2, 3, "2 feeds, 3 webhooks")],
+)
+def test_check_config_counts_feeds_and_webhooks(
+    tmp_path: Path, feeds: int, hooks: int, said: str
+) -> None:
+    tables = "".join(f'[[feeds]]\nurl = "https://example.org/{i}.xml"\n' for i in range(feeds))
+    tables += "".join(
+        f'[[webhooks]]\nurl = "https://hooks.example.org/{i}"\nsecret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"\n'
+        for i in range(hooks)
+    )
+    out = dw("check-config", config=config(tmp_path, more=tables))
+    assert out.returncode == 0, out.stderr
+    assert f"OK — {said}, rules" in out.stdout

@@ -39,14 +39,21 @@ class _LinkCollector(HTMLParser):
 
 
 def is_html(body: bytes, headers: Mapping[str, str]) -> bool:
-    """True when the response is an HTML page rather than a feed document."""
+    """True when the response is an HTML page rather than a feed document.
+
+    A body that opens as HTML (a doctype or ``<html>``) is a page whatever its
+    Content-Type says: sites do serve pages as ``text/xml`` or ``application/rss+xml``, and
+    no feed opens that way. Otherwise an HTML type is a page and an XML, RSS or Atom type a
+    feed; without a type, a ``<head`` near the start makes it a page."""
+    start = body[:SNIFF_BYTES].lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return True
     content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "").lower()
     if "html" in content_type:
         return True
     if "xml" in content_type or "rss" in content_type or "atom" in content_type:
         return False
-    start = body[:SNIFF_BYTES].lstrip().lower()
-    return start.startswith((b"<!doctype html", b"<html")) or b"<head" in start
+    return b"<head" in start
 
 
 def feed_links(html: bytes | str, page_url: str) -> list[str]:

@@ -119,7 +119,11 @@ def test_feed_links_honours_base_href() -> None:
 
 def test_is_html() -> None:
     assert is_html(b"<rss/>", {"Content-Type": "text/html; charset=utf-8"})
-    assert not is_html(b"<!doctype html>", {"content-type": "application/rss+xml"})
+    # A page served under a feed's type is still a page (no feed opens with a doctype) ...
+    assert is_html(b"<!doctype html><html>", {"content-type": "application/rss+xml"})
+    assert is_html(b"\n <HTML><head>", {"content-type": "text/xml"})
+    # ... but a feed whose text holds "<head" (CDATA) stays a feed under its type.
+    assert not is_html(b"<rss><![CDATA[<head>]]></rss>", {"content-type": "application/rss+xml"})
     assert is_html(b"  <!DOCTYPE html><html>", {})
     assert not is_html(b'<?xml version="1.0"?><rss/>', {})
 
@@ -152,6 +156,19 @@ def test_feeds_add_discovers_the_feed_of_a_site(tmp_path: Path) -> None:
         none = dw("feeds", "add", srv.url("/plain.html"), config=cfg)
         assert none.returncode == 1 and "announces no feed" in none.stderr
     assert [(f["url"], f["name"]) for f in listed(cfg)] == [(srv.url("/feed/"), "Local")]
+
+
+def test_feeds_add_discovers_the_feed_of_a_page_served_as_a_feed(tmp_path: Path) -> None:
+    """A site whose server labels its pages ``application/rss+xml``: the page is read as
+    the page it is, and its feed is added, not the page."""
+    cfg = cli_config(tmp_path)
+    with FeedServer() as srv:
+        srv.route("/", body=PAGE, headers={"Content-Type": "application/rss+xml"})
+        srv.route("/feed/", body=rss(other_items()), headers={"Content-Type": "text/xml"})
+        added = dw("feeds", "add", srv.url("/"), config=cfg)
+        assert added.returncode == 0, added.stderr
+        assert f"discovered the feed {srv.url('/feed/')}" in added.stderr
+    assert [f["url"] for f in listed(cfg)] == [srv.url("/feed/")]
 
 
 def test_feeds_add_refuses_private_addresses_unless_allowed(tmp_path: Path) -> None:

@@ -108,7 +108,9 @@ def test_an_html_page_for_a_feed_says_which_feed_it_announces(
         srv.route("/site/", body=SITE_PAGE, headers=html)
         srv.route("/check.xml", body=CHALLENGE_PAGE, headers=html)
         srv.route("/seed.xml", body=seed_feed())
-        for path in ("/site/", "/check.xml", "/seed.xml"):
+        # The same page, its server calling it a feed: still a page.
+        srv.route("/labelled.xml", body=SITE_PAGE, headers={"Content-Type": "application/rss+xml"})
+        for path in ("/site/", "/check.xml", "/seed.xml", "/labelled.xml"):
             storage.add_feed(srv.url(path), T0)
         reports = {r.feed_url: r for r in p.poll()}
         site, check = reports[srv.url("/site/")], reports[srv.url("/check.xml")]
@@ -117,6 +119,7 @@ def test_an_html_page_for_a_feed_says_which_feed_it_announces(
     assert site.status is FetchStatus.ERROR and check.status is FetchStatus.ERROR
     hint = f"an HTML page, not a feed: it announces the feed {announced}; add that URL instead"
     assert (site.error or "").startswith(hint)
+    assert (reports[srv.url("/labelled.xml")].error or "").startswith(hint)
     assert "announces no feed" in (check.error or "") and "bot-check" in (check.error or "")
     feeds = {f.url: f for f in storage.list_feeds()}
     assert feeds[srv.url("/site/")].last_error == site.error  # what feeds list and the API show

@@ -161,6 +161,9 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
     assert str(cfg) in out.stdout
 
 
+HOOK_SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"  # 24 bytes
+
+
 @pytest.mark.parametrize(
     ("feeds", "hooks", "said"),
     [(0, 0, "0 feeds, 0 webhooks"), (1, 1, "1 feed, 1 webhook"), (2, 3, "2 feeds, 3 webhooks")],
@@ -170,7 +173,7 @@ def test_check_config_counts_feeds_and_webhooks(
 ) -> None:
     tables = "".join(f'[[feeds]]\nurl = "https://example.org/{i}.xml"\n' for i in range(feeds))
     tables += "".join(
-        f'[[webhooks]]\nurl = "https://hooks.example.org/{i}"\nsecret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"\n'
+        f'[[webhooks]]\nurl = "https://hooks.example.org/{i}"\nsecret = "{HOOK_SECRET}"\n'
         for i in range(hooks)
     )
     out = dw("check-config", config=config(tmp_path, more=tables))

@@ -22,6 +22,7 @@ from service import __version__
 from service.config import Config, load_config
 from service.errors import ConfigError, DetainerWatchError
 from service.heap import freeze_startup_heap, import_httpx_without_cli, limit_malloc_arenas
+from service.wording import counted
 
 log = logging.getLogger("service")
 
@@ -155,11 +156,6 @@ def build(cfg: Config, *, pipeline: bool = True, pin: bool = False) -> Iterator[
 # ---------------------------------------------------------------- commands
 
 
-def counted(n: int, noun: str) -> str:
-    """``n`` and the noun, plural unless ``n`` is 1 ("1 feed", "0 webhooks")."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def cmd_check_config(cfg: Config, _args: argparse.Namespace) -> int:
     matcher = load_matcher(cfg)
     print(
@@ -270,10 +266,10 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
             )
         )
         log.info(
-            "detainer-watch %s: %d feeds, %d webhooks, API on http://%s:%d",
+            "detainer-watch %s: %s, %s, API on http://%s:%d",
             __version__,
-            len(parts.storage.enabled_feeds()),
-            len(cfg.webhooks),
+            counted(len(parts.storage.enabled_feeds()), "feed"),
+            counted(len(cfg.webhooks), "webhook"),
             cfg["http.host"],
             cfg["http.port"],
         )
@@ -361,11 +357,11 @@ def cmd_worker(cfg: Config, _args: argparse.Namespace) -> int:
         scheduler = _scheduler(cfg, parts)
         metrics_server = _serve_worker_metrics(cfg, scheduler.metrics)
         log.info(
-            "detainer-watch %s worker %s: %d feeds, %d webhooks, database %s",
+            "detainer-watch %s worker %s: %s, %s, database %s",
             __version__,
             parts.poller.worker_id,
-            len(parts.storage.enabled_feeds()),
-            len(cfg.webhooks),
+            counted(len(parts.storage.enabled_feeds()), "feed"),
+            counted(len(cfg.webhooks), "webhook"),
             _safe_url(cfg),
         )
         stop = threading.Event()

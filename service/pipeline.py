@@ -52,6 +52,7 @@ from service.types import (
     ParsedFeed,
     PollReport,
 )
+from service.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +266,7 @@ def _lands_soon(future: Future[_Fetched | None]) -> bool:
 
 def malformed_warning(recovered: int, error: object) -> str:
     """A feed's note for a document parsed despite ``error``, with ``recovered`` entries."""
-    entries = "entry" if recovered == 1 else "entries"
-    return f"malformed feed ({recovered} {entries} recovered): {error}"
+    return f"malformed feed ({counted(recovered, 'entry', 'entries')} recovered): {error}"
 
 
 def _warning(f: _Fetched) -> str | None:

@@ -17,6 +17,7 @@ from service.alerts.sender import WebhookSender
 from service.errors import DetainerWatchError
 from service.metrics import ServiceMetrics
 from service.pipeline import Poller
+from service.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,11 @@ class ServiceScheduler:
             if self.metrics is not None:
                 self.metrics.observe_polls(reports)
             log.info(
-                "poll pass: %d feeds, %d new items, %d hits, %d errors",
-                len(reports),
-                sum(r.new_items for r in reports),
-                sum(r.hits for r in reports),
-                sum(1 for r in reports if r.error),
+                "poll pass: %s, %s, %s, %s",
+                counted(len(reports), "feed"),
+                counted(sum(r.new_items for r in reports), "new item"),
+                counted(sum(r.hits for r in reports), "hit"),
+                counted(sum(1 for r in reports if r.error), "error"),
             )
             # New hits wrote pending deliveries: send them now rather than at the next tick.
             if any(r.hits for r in reports):
@@ -139,4 +140,8 @@ class ServiceScheduler:
             log.warning("could not release this worker's leases (they will expire): %s", e)
             return
         if feeds or deliveries:
-            log.info("released the leases of %d feeds and %d deliveries", feeds, deliveries)
+            log.info(
+                "released the leases of %s and %s",
+                counted(feeds, "feed"),
+                counted(deliveries, "delivery", "deliveries"),
+            )

@@ -466,10 +466,20 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
             feeds = storage.enabled_feeds()
         else:
             feeds = None
+        stopped_by = _stop_on_signals(parts)
         reports = parts.poller.poll(feeds)
-        while feeds is None and (batch := parts.poller.poll()):  # due feeds come in batches
-            reports += batch
-        delivered = parts.sender.tick(limit=1000) if not args.no_deliver else None
+        while feeds is None and not stopped_by and (batch := parts.poller.poll()):
+            reports += batch  # due feeds come in batches
+        delivered = None
+        if not args.no_deliver and not stopped_by:
+            delivered = parts.sender.tick(limit=1000)
+        if stopped_by:
+            from service.scheduler import release_leases
+
+            given_back = release_leases(parts.poller, parts.sender)
+            # Feeds named on the command line were never leased: those not polled are the
+            # ones without a report.
+            not_polled = given_back if feeds is None else len(feeds) - len(reports)
     for r in reports:
         status = f"{r.status.value} {r.http_status or ''}".strip()
         line = f"{status:<18} new={r.new_items:<4} hits={r.hits:<3} {r.feed_url}"
@@ -487,7 +497,47 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
             else ""
         )
     )
+    if stopped_by:
+        name = signal_name(stopped_by[0])
+        print(
+            f"stopped by {name} before the end: {counted(not_polled, 'feed')} not polled "
+            "(still due); webhooks not sent now are sent by the next poll or worker",
+            file=sys.stderr,
+        )
+        return 128 + stopped_by[0]
     return 0
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _stop_on_signals(parts: Parts) -> list[int]:
+    """Make SIGINT and SIGTERM stop a one-shot poll as they stop a worker: the fetches under
+    way finish and are stored, those waiting for their host's turn are not sent, and the
+    caller gives the leases back. Returns the list the signal's number is put in (empty
+    until one comes). A second signal acts as it would have without this (Ctrl-C twice
+    quits at once)."""
+    import signal
+
+    stopped_by: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stopped_by.append(signum)
+        log.info(
+            "stopping: %s; the fetches under way finish, the rest are given back",
+            signal_name(signum),
+        )
+        parts.poller.stopping.set()
+        parts.sender.stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    return stopped_by
 
 
 def cmd_classify(cfg: Config | None, args: argparse.Namespace) -> int:

@@ -130,18 +130,23 @@ class ServiceScheduler:
             self.sender.stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
-        self._release_leases()
+        release_leases(self.poller, self.sender)
 
-    def _release_leases(self) -> None:
-        try:
-            feeds = self.poller.storage.release_feeds(self.poller.worker_id)
-            deliveries = self.sender.release_held()
-        except DetainerWatchError as e:  # the database is gone: the leases will run out
-            log.warning("could not release this worker's leases (they will expire): %s", e)
-            return
-        if feeds or deliveries:
-            log.info(
-                "released the leases of %s and %s",
-                counted(feeds, "feed"),
-                counted(deliveries, "delivery", "deliveries"),
-            )
+
+def release_leases(poller: Poller, sender: WebhookSender) -> int:
+    """Give back every feed and delivery lease this process still holds (after a stop), so
+    that other workers take them at once rather than when the leases run out; how many
+    feeds went back. A database that is gone is logged: its leases then run out."""
+    try:
+        feeds = poller.storage.release_feeds(poller.worker_id)
+        deliveries = sender.release_held()
+    except DetainerWatchError as e:
+        log.warning("could not release this worker's leases (they will expire): %s", e)
+        return 0
+    if feeds or deliveries:
+        log.info(
+            "released the leases of %s and %s",
+            counted(feeds, "feed"),
+            counted(deliveries, "delivery", "deliveries"),
+        )
+    return feeds

@@ -10,6 +10,8 @@ receiver timeout per place in its batch), so "at once" and "after the lease" are
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.fleet import Fleet, scratch_database
 from tests.receiver import WebhookReceiver
 from tests.seedfeed import rss
@@ -94,3 +97,50 @@ def test_sigterm_releases_unfinished_feeds_and_deliveries(
             fleet.stop()
         fleet.check_stored_once()
         fleet.check_sent_once()
+
+
+# A one-shot `poll` over one host's feeds, spaced further apart than the test may wait:
+# without its own stop the signal either killed it at once (SIGTERM, the feeds left leased)
+# or let it sit out the spacing of every feed still queued (SIGINT, ~1 s a feed by default).
+SPACED_FEEDS = 6
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_a_one_shot_poll_and_gives_its_feeds_back(
+    signum: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    with FeedServer() as feeds:
+        fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 'dw.db'}", feeds, [], SPACED_FEEDS)
+        config = fleet.config.read_text(encoding="utf-8")
+        spaced = config.replace("per_host_delay = 0.001", 'per_host_delay = "2m"')
+        assert spaced != config
+        fleet.config.write_text(spaced, encoding="utf-8")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--config", str(fleet.config), "poll"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not feeds.requests:  # the first feed is fetched; the others wait their turn
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.3)  # its answer stored, the next fetches waiting on the host gate
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=30)  # the spacing alone would take minutes
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == code, err[-3000:]
+        assert len(feeds.requests) == 1  # nothing was sent after the signal
+        polled = [line for line in out.splitlines() if line.startswith("ok 200")]
+        assert len(polled) == 1, out
+        not_polled = SPACED_FEEDS - 1
+        assert f"stopped by {signum.name} before the end: {not_polled} feeds not polled" in err
+        assert fleet.query("SELECT count(*) FROM feeds WHERE lease_until IS NOT NULL") == [(0,)]
+        assert fleet.query("SELECT count(*) FROM feeds WHERE last_checked_at IS NULL") == [
+            (not_polled,)
+        ]

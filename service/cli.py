@@ -473,7 +473,10 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
         delivered = None
         if not args.no_deliver and not stopped_by:
             delivered = parts.sender.tick(limit=1000)
-        if stopped_by:
+        # Read once: a signal after this point finds the work done and changes nothing.
+        stopped = stopped_by[0] if stopped_by else None
+        not_polled = 0
+        if stopped is not None:
             from service.scheduler import release_leases
 
             given_back = release_leases(parts.poller, parts.sender)
@@ -497,14 +500,13 @@ def cmd_poll(cfg: Config, args: argparse.Namespace) -> int:
             else ""
         )
     )
-    if stopped_by:
-        name = signal_name(stopped_by[0])
+    if stopped is not None:
         print(
-            f"stopped by {name} before the end: {counted(not_polled, 'feed')} not polled "
-            "(still due); webhooks not sent now are sent by the next poll or worker",
+            f"stopped by {signal_name(stopped)} before the end: {counted(not_polled, 'feed')} "
+            "not polled (still due); webhooks not sent now are sent by the next poll or worker",
             file=sys.stderr,
         )
-        return 128 + stopped_by[0]
+        return 128 + stopped
     return 0
 
 

@@ -52,7 +52,6 @@ class HostGate:
         delay_s: float,
         *,
         monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -61,7 +60,6 @@ class HostGate:
         self.concurrency = concurrency
         self.delay_s = delay_s
         self._monotonic = monotonic
-        self._sleep = sleep
         self._hosts: dict[str, _Host] = {}
         self._lock = threading.Lock()
 
@@ -112,12 +110,13 @@ class HostGate:
             if stop.is_set():
                 raise Stopped
 
-    def _wait(self, seconds: float, stop: threading.Event | None) -> None:
+    @staticmethod
+    def _wait(seconds: float, stop: threading.Event | None) -> None:
         """Sit out the host's spacing; with ``stop``, on it (and look at it even when
         there is nothing to sit out)."""
         if stop is None:
             if seconds > 0:
-                self._sleep(seconds)
+                time.sleep(seconds)
             return
         if stop.wait(seconds) if seconds > 0 else stop.is_set():
             raise Stopped

@@ -156,7 +156,7 @@ def _fetch_and_parse(
     parser: ParsePool,
     feed: FeedRecord,
     prefilter: Prefilter,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None,
 ) -> _Fetched | None:
     """Fetch and parse one feed. Whatever its response does to our code, the outcome is
     this feed's: an exception (a bug met on its input) becomes its error, so that one feed

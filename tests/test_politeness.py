@@ -104,6 +104,16 @@ LONG_WAIT_S = 120.0
 JOIN_S = 15.0
 
 
+def fetch_or_stop(fetcher: Fetcher, url: str, stop: threading.Event, said: list[str]) -> None:
+    """Fetch ``url`` (a thread's target), saying in ``said`` whether it was fetched or
+    stopped while it waited for its host."""
+    try:
+        fetcher.fetch(FeedForUpdate(2, url), stop)
+        said.append("fetched")
+    except Stopped:
+        said.append("stopped")
+
+
 def test_a_stop_ends_the_wait_for_the_hosts_turn(client: httpx.Client) -> None:
     with FeedServer() as srv:
         srv.route("/a.xml", body=b"<rss/>")
@@ -112,15 +122,9 @@ def test_a_stop_ends_the_wait_for_the_hosts_turn(client: httpx.Client) -> None:
         stop = threading.Event()
         assert fetcher.fetch(FeedForUpdate(1, srv.url("/a.xml")), stop).status is FetchStatus.OK
         outcome: list[str] = []
-
-        def second() -> None:
-            try:
-                fetcher.fetch(FeedForUpdate(2, srv.url("/b.xml")), stop)
-                outcome.append("fetched")
-            except Stopped:
-                outcome.append("stopped")
-
-        waiting = threading.Thread(target=second, daemon=True)
+        waiting = threading.Thread(
+            target=fetch_or_stop, args=(fetcher, srv.url("/b.xml"), stop, outcome), daemon=True
+        )
         waiting.start()
         time.sleep(0.1)  # into its wait for /b.xml's turn, two minutes after /a.xml
         stop.set()
@@ -143,14 +147,12 @@ def test_a_stop_ends_the_wait_for_a_busy_hosts_slot_and_not_the_request_holding_
             result = fetcher.fetch(FeedForUpdate(1, srv.url("/slow.xml")), stop)
             events.append(f"slow answered {result.status.value}")
 
-        def blocked() -> None:
-            try:
-                fetcher.fetch(FeedForUpdate(2, srv.url("/b.xml")), stop)
-                events.append("fetched")
-            except Stopped:
-                events.append("stopped")
-
-        threads = [threading.Thread(target=t, daemon=True) for t in (slow, blocked)]
+        threads = [
+            threading.Thread(target=slow, daemon=True),
+            threading.Thread(
+                target=fetch_or_stop, args=(fetcher, srv.url("/b.xml"), stop, events), daemon=True
+            ),
+        ]
         threads[0].start()
         time.sleep(0.2)  # /slow.xml holds the host's one slot
         threads[1].start()

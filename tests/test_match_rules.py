@@ -60,7 +60,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.167"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.168"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
@@ -78,6 +78,17 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
         ("local_actor_bonus = 0.25", "", "scoring.local_actor_bonus"),
         ('kind = "local"', 'kind = "state"', "actors[0].kind"),
         ("window = 40", "window = -1", "senses.ice_agency.window"),
+        (
+            "\n[event_descriptions]\n",
+            "\n[event_descriptions]\nphrases = []\n",
+            "event_descriptions.phrases",
+        ),
+        (
+            "\n[event_descriptions]\nterms = [",
+            '\n[event_descriptions]\nterms = [\n    "{NOPE} that",',
+            "event_descriptions.terms[0]",
+        ),
+        ('"pull* out"', '"pull* out", "out {NOPE}"', "events[5].cues[2]"),
         ('extends = "detainer"', 'extends = "nope"', "senses.detainer_bare.extends"),
         (  # a cycle: sanctuary_others would extend sanctuary, which extends it
             'the other ICEs (ice_agency).\nextends = "ice_agency"',

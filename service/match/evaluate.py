@@ -3,7 +3,9 @@
 Grading follows the corpus README: grade 2 items must be flagged (a miss is a false negative),
 grade 0 items must not be (a flag is a false positive, counted by ``kind``), grade 1 items may
 go either way and are only reported. Topic agreement compares the predicted topics of flagged
-grade 1-2 items with their labelled ``topics``.
+grade 1-2 items with their labelled ``topics``. Items may also carry ``event_types``: the event
+types a reader accepts for the story, the best first (tests/data/match/events.jsonl); a flagged
+item's ``event_type`` is then scored against the first (``primary``) and against any of them.
 
 Does not: read files — the caller passes parsed JSONL objects, so this stays pure.
 """
@@ -32,6 +34,12 @@ class Outcome:
     flagged: bool
     topics: tuple[str, ...]
     gold_topics: tuple[str, ...]
+    event_type: str | None = None
+    gold_events: tuple[str, ...] = ()  # accepted event types, the best first; () = unlabelled
+
+    @property
+    def event_judged(self) -> bool:
+        return self.flagged and bool(self.gold_events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,19 @@ class Report:
     negatives_by_kind: Mapping[str, int] = field(default_factory=dict)
     topic_exact: float = 0.0  # share of flagged positives whose topics equal the labels
     topic_jaccard: float = 0.0  # mean Jaccard overlap of predicted and labelled topics
+
+    @property
+    def event_outcomes(self) -> tuple[Outcome, ...]:
+        """Flagged items labelled with ``event_types``."""
+        return tuple(o for o in self.outcomes if o.event_judged)
+
+    @property
+    def event_primary(self) -> int:
+        return sum(o.event_type == o.gold_events[0] for o in self.event_outcomes)
+
+    @property
+    def event_accepted(self) -> int:
+        return sum(o.event_type in o.gold_events for o in self.event_outcomes)
 
     @property
     def precision(self) -> float:
@@ -86,6 +107,8 @@ def evaluate(matcher: Classifier, items: Iterable[Mapping[str, Any]]) -> Report:
                 flagged=r.flagged,
                 topics=r.topics,
                 gold_topics=tuple(it.get("topics") or ()),
+                event_type=r.event_type,
+                gold_events=tuple(it.get("event_types") or ()),
             )
         )
     tp = sum(o.grade == 2 and o.flagged for o in outcomes)
@@ -134,4 +157,15 @@ def format_report(report: Report) -> str:
     lines.append(f"misses (grade 2 not flagged): {len(report.misses)}")
     for o in report.misses:
         lines.append(f"  {o.id} {o.score:.2f} {o.title}")
+    judged = report.event_outcomes
+    if judged:
+        n = len(judged)
+        lines.append(
+            f"event type on {n} flagged items labelled with event_types: "
+            f"first choice {report.event_primary}/{n} ({report.event_primary / n:.3f}), "
+            f"accepted {report.event_accepted}/{n} ({report.event_accepted / n:.3f})"
+        )
+        for o in judged:
+            if o.event_type not in o.gold_events:
+                lines.append(f"  {o.id} {o.event_type} (want {'|'.join(o.gold_events)}) {o.title}")
     return "\n".join(lines)

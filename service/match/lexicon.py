@@ -78,7 +78,13 @@ class EventRule:
     id: str
     topics: frozenset[str]
     weight: float
-    regex: re.Pattern[str]
+    # One pattern per cue, not one alternation: at a given start an alternation stops at the
+    # first cue that matches, so "require" would hide "require jails to honor", and the
+    # longest-cue rule of ``events.choose_event`` needs every cue's own match.
+    cues: tuple[re.Pattern[str], ...]
+    # All the cues in one alternation: one search tells whether a sentence holds any of them,
+    # so the cues one by one run only where one is (most events have none in a sentence).
+    any_cue: re.Pattern[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,10 @@ class Lexicon:
     concepts: tuple[Concept, ...]
     actors: tuple[Actor, ...]
     events: tuple[EventRule, ...]
+    # Phrases that describe a place instead of telling what happened ("cities that refuse to
+    # honor detainers"), one pattern per phrase: an event cue overlapping a longer one does not
+    # count.
+    event_masks: tuple[re.Pattern[str], ...]
     entities: EntityRules
     gazetteer: GazetteerRules
     # Derived from ``concepts`` (``__post_init__``), not given:
@@ -225,6 +235,7 @@ def load_lexicon(path: Path) -> Lexicon:
         "concepts",
         "actors",
         "events",
+        "event_descriptions",
         "entities",
         "gazetteer",
     )
@@ -358,9 +369,17 @@ def load_lexicon(path: Path) -> Lexicon:
         topics_e = frozenset(ev.strings("topics"))
         if not topics_e <= set(TOPICS):
             raise ev.fail("topics", f"{sorted(topics_e)}", f"use {', '.join(TOPICS)}")
-        regex = compile_terms(ev, "cues", ev.strings("cues"))
-        events.append(EventRule(_ident(ev), topics_e, ev.unit("weight"), regex))
+        terms = ev.strings("cues")
+        cues = tuple(compile_term(ev, f"cues[{i}]", t) for i, t in enumerate(terms))
+        any_cue = compile_terms(ev, "cues", terms)
+        events.append(EventRule(_ident(ev), topics_e, ev.unit("weight"), cues, any_cue))
     _unique(r, "events", [e.id for e in events])
+    descriptions = r.sub("event_descriptions", {})
+    descriptions.only("terms")
+    event_masks = tuple(
+        compile_term(descriptions, f"terms[{i}]", t)
+        for i, t in enumerate(descriptions.strings("terms", []))
+    )
 
     ent = r.sub("entities")
     ent.only(
@@ -407,6 +426,7 @@ def load_lexicon(path: Path) -> Lexicon:
         concepts=tuple(concepts),
         actors=tuple(actors),
         events=tuple(events),
+        event_masks=event_masks,
         entities=entities,
         gazetteer=_gazetteer(r.sub("gazetteer", {})),
     )

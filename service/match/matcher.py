@@ -136,13 +136,33 @@ class Matcher:
             flagged=flagged,
             score=score,
             topics=tuple(t for t in TOPICS if t in topics),
-            event_type=choose_event(lex.events, ranked, texts) if flagged else None,
+            event_type=(
+                choose_event(lex.events, _title_hit(ranked, title, topics), texts, lex.event_masks)
+                if flagged
+                else None
+            ),
             jurisdictions=_jurisdictions(places, ranked),
             entities=self._entities.find(fields, places, officials, senses),
             evidence=evidence,
             ruleset_version=self.version,
             rules=tuple(rules),
         )
+
+
+def _title_hit(ranked: list[SentenceHit], title: str, topics: list[str]) -> list[SentenceHit]:
+    """The scored sentences, and the title when it scored nothing itself.
+
+    A headline says what happened even when it names no term ("Council approves new public
+    safety ordinance" over a body sentence about detainers): it is read for event cues as a
+    sentence of the item's topics, worth the best sentence's score."""
+    if not title or any(h.field == "title" for h in ranked):
+        return ranked
+    return [
+        *ranked,
+        SentenceHit(
+            "title", 0, len(title), topics=dict.fromkeys(topics, 1.0), score=ranked[0].score
+        ),
+    ]
 
 
 def _jurisdictions(

@@ -3,7 +3,7 @@
 ``tests/data/match/events.jsonl`` holds 270 grade 2 items of the generalisation set, drawn at
 random, each with the event types a reader accepts for it, the best first (``event_types``),
 labelled before the matcher's answer was looked at. ``split`` says how each sample was used:
-``tune`` (100) was studied while the rules of 2026.12.168 were written; ``check`` (60) was
+``tune`` (100) was studied while the rules of 2026.12.168-169 were written; ``check`` (60) was
 scored after the first round and then studied; ``blind`` (60) and ``blind2`` (50) were each
 scored once before the round that studied them (docs/matcher.md, "Event types").
 """
@@ -30,7 +30,7 @@ ITEMS = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitline
 EVENT_IDS = {ev["id"] for ev in tomllib.loads(RULES.read_text(encoding="utf-8"))["events"]}
 
 # Share of items whose event type is one the labels accept. 2026.12.167 had 0.54 (147/270)
-# and 2026.12.168 has 0.83 (223/270); a rule change that costs more than a few items fails.
+# and 2026.12.169 has 0.84 (226/270); a rule change that costs more than a few items fails.
 ACCEPTED_MIN = 0.80
 SPLIT_MIN = 0.70
 
@@ -106,6 +106,14 @@ def test_each_sample_agrees(matcher: Matcher, split: str) -> None:
             "lawsuit_or_ruling",
         ),
         ("Commissioners vote not to renew 287(g) agreement", "", "287g_ended"),
+        # Commentary tells no event, whatever it discusses; a label needs its colon or bar.
+        (
+            "Opinion: The governor's order forcing jails to honor ICE detainers goes too far",
+            "",
+            "other",
+        ),
+        ("LETTER | Our sheriff should stop holding people for ICE", "", "other"),
+        ("Opinion polls show voters back jails that honor ICE detainers", "", "detainer_honored"),
         ("County ends contract to house ICE detainees at jail", "", "policy_strengthened"),
     ],
 )

@@ -60,7 +60,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.168"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.169"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
@@ -84,9 +84,14 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
             "event_descriptions.phrases",
         ),
         (
-            "\n[event_descriptions]\nterms = [",
-            '\n[event_descriptions]\nterms = [\n    "{NOPE} that",',
+            'terms = [\n    "cities|counties|jurisdictions|places',
+            'terms = [\n    "{NOPE} that", "cities|counties|jurisdictions|places',
             "event_descriptions.terms[0]",
+        ),
+        (
+            'commentary_labels = [\n    "opinion",',
+            "commentary_labels = [\n    7,",
+            "event_descriptions.commentary_labels[0]",
         ),
         ('"pull* out"', '"pull* out", "out {NOPE}"', "events[5].cues[2]"),
         ('extends = "detainer"', 'extends = "nope"', "senses.detainer_bare.extends"),

@@ -132,6 +132,9 @@ class Lexicon:
     # honor detainers"), one pattern per phrase: an event cue overlapping a longer one does not
     # count.
     event_masks: tuple[re.Pattern[str], ...]
+    # A title that opens with one of these labels ("Opinion:", "Letter |") is commentary, not
+    # news of an event: its event type is "other". None: no labels.
+    commentary: re.Pattern[str] | None
     entities: EntityRules
     gazetteer: GazetteerRules
     # Derived from ``concepts`` (``__post_init__``), not given:
@@ -375,7 +378,19 @@ def load_lexicon(path: Path) -> Lexicon:
         events.append(EventRule(_ident(ev), topics_e, ev.unit("weight"), cues, any_cue))
     _unique(r, "events", [e.id for e in events])
     descriptions = r.sub("event_descriptions", {})
-    descriptions.only("terms")
+    descriptions.only("terms", "commentary_labels")
+    labels = descriptions.strings("commentary_labels", [])
+    commentary = (
+        _compile(
+            descriptions,
+            "commentary_labels",
+            r"\W*(?:"
+            + "|".join(r"\s+".join(map(re.escape, lb.split())) for lb in labels)
+            + r")\s*[:|]",
+        )
+        if labels
+        else None
+    )
     event_masks = tuple(
         compile_term(descriptions, f"terms[{i}]", t)
         for i, t in enumerate(descriptions.strings("terms", []))
@@ -427,6 +442,7 @@ def load_lexicon(path: Path) -> Lexicon:
         actors=tuple(actors),
         events=tuple(events),
         event_masks=event_masks,
+        commentary=commentary,
         entities=entities,
         gazetteer=_gazetteer(r.sub("gazetteer", {})),
     )

@@ -23,7 +23,7 @@ from service.errors import ConfigError
 from service.types import TOPICS, Evidence, Jurisdiction, MatchResult
 
 from .entities import EntityFinder
-from .events import choose_event
+from .events import OTHER, choose_event
 from .gazetteer import Gazetteer, Place, PlaceMention, read_places
 from .lexicon import Lexicon, load_lexicon
 from .prefilter import Prefilter, read_fields
@@ -87,6 +87,14 @@ class Matcher:
         """Start offsets of prefilter anchors in ``text`` (sorted)."""
         return self.prefilter.find(text)
 
+    def _event(self, ranked: list[SentenceHit], texts: dict[str, str], topics: list[str]) -> str:
+        """What happened (``events.choose_event``); commentary ("Opinion: ...") tells no event."""
+        lex = self.lexicon
+        title = texts.get("title", "")
+        if lex.commentary is not None and lex.commentary.match(title):
+            return OTHER
+        return choose_event(lex.events, _title_hit(ranked, title, topics), texts, lex.event_masks)
+
     def classify(self, title: str, summary: str = "", text: str = "") -> MatchResult:
         fields = read_fields(title, summary, text)
         anchors = {name: self.anchors(value) for name, value in fields}
@@ -136,11 +144,7 @@ class Matcher:
             flagged=flagged,
             score=score,
             topics=tuple(t for t in TOPICS if t in topics),
-            event_type=(
-                choose_event(lex.events, _title_hit(ranked, title, topics), texts, lex.event_masks)
-                if flagged
-                else None
-            ),
+            event_type=self._event(ranked, texts, topics) if flagged else None,
             jurisdictions=_jurisdictions(places, ranked),
             entities=self._entities.find(fields, places, officials, senses),
             evidence=evidence,

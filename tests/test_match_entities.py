@@ -48,6 +48,12 @@ def places(title: str, summary: str = "") -> tuple[Jurisdiction, ...]:
             ("Prince George's County", "county", "MD"),
         ),
         ("Sheriff in Travis County, Tex., declined ICE detainers", "", ("Texas", "state", "TX")),
+        # The county's own style names the county, not its namesake city.
+        (
+            "County of Santa Clara will not honor ICE detainers",
+            "",
+            ("Santa Clara County", "county", "CA"),
+        ),
     ],
 )
 def test_place_resolution(title: str, summary: str, expected: tuple[str, str, str]) -> None:
@@ -58,6 +64,36 @@ def test_ambiguous_county_needs_its_state() -> None:
     assert not any(j.name == "Washington County" for j in places("Washington County ends 287(g)"))
     found = places("Washington County ends 287(g) agreement", "The Oregon sheriff said")
     assert Jurisdiction("Washington County", "county", "OR") in found
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "county"),
+    [
+        # A county name many states share takes the state of the places named without doubt.
+        (
+            "ICE arrests man released by Montgomery County despite detainer",
+            "ERO Baltimore officers arrested him at his home.",
+            Jurisdiction("Montgomery County", "county", "MD"),
+        ),
+        (
+            "Harris County sheriff signs 287(g) deal",
+            "Migrants in Houston fear the agreement.",
+            Jurisdiction("Harris County", "county", "TX"),
+        ),
+        # Sure places in two states say nothing about which Montgomery County is meant.
+        (
+            "Montgomery County jail to stop honoring ICE detainers",
+            "Advocates from Baltimore and Philadelphia came to the hearing.",
+            None,
+        ),
+    ],
+)
+def test_ambiguous_county_takes_the_state_of_sure_places(
+    title: str, summary: str, county: Jurisdiction | None
+) -> None:
+    found = places(title, summary)
+    named = [j for j in found if j.kind == "county"]
+    assert named == ([county] if county else []), found
 
 
 def test_person_names_are_not_places() -> None:

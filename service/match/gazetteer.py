@@ -119,8 +119,10 @@ class Gazetteer:
                 continue
             by_name.setdefault(p.name, []).append(p)
             if p.kind == "county":
-                base = p.name.rsplit(" ", 1)[0]
+                base, _, suffix = p.name.rpartition(" ")
                 by_name.setdefault(base + _COUNTY_ABBREV, []).append(p)
+                # "County of Santa Clara", the county's own style: the county, not the city.
+                by_name.setdefault(f"{suffix} of {base}", []).append(p)
             for long, short in (("Saint ", "St. "), ("Mount ", "Mt. "), ("Fort ", "Ft. ")):
                 if p.name.startswith(long):
                     by_name.setdefault(short + p.name[len(long) :], []).append(p)
@@ -189,12 +191,14 @@ class Gazetteer:
         ms = [m for m in ms if not any(_overlaps(m, b) for b in blocks)]
         # States named in the item (a state wins over a same-named city: "Oregon", not Oregon, OH).
         context_states = {m.candidates[0].state for m in ms if m.candidates[0].kind == "state"}
-        out: list[tuple[PlaceMention, Place]] = []
-        for m in ms:
-            place = self._choose(m, context_states)
-            if place is not None:
-                out.append((m, place))
-        return out
+        chosen = [self._choose(m, context_states) for m in ms]
+        # A county name several states share ("Montgomery County") takes the state of the
+        # places the item names without doubt ("ERO Baltimore officers"), when they agree on one.
+        sure = {p.state for m, p in zip(ms, chosen, strict=True) if p is not None}
+        if len(sure - context_states) == 1:
+            context_states |= sure
+            chosen = [p or self._choose(m, context_states) for m, p in zip(ms, chosen, strict=True)]
+        return [(m, p) for m, p in zip(ms, chosen, strict=True) if p is not None]
 
     def _choose(self, m: PlaceMention, context_states: set[str]) -> Place | None:
         cands = m.candidates

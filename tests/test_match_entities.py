@@ -48,6 +48,11 @@ def places(title: str, summary: str = "") -> tuple[Jurisdiction, ...]:
             ("Prince George's County", "county", "MD"),
         ),
         ("Sheriff in Travis County, Tex., declined ICE detainers", "", ("Texas", "state", "TX")),
+        (
+            "DC police won't help federal agents with immigration arrests",
+            "",
+            ("Washington", "city", "DC"),
+        ),
         # The county's own style names the county, not its namesake city.
         (
             "County of Santa Clara will not honor ICE detainers",

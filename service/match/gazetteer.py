@@ -192,12 +192,12 @@ class Gazetteer:
         # States named in the item (a state wins over a same-named city: "Oregon", not Oregon, OH).
         context_states = {m.candidates[0].state for m in ms if m.candidates[0].kind == "state"}
         chosen = [self._choose(m, context_states) for m in ms]
-        # A county name several states share ("Montgomery County") takes the state of the
-        # places the item names without doubt ("ERO Baltimore officers"), when they agree on one.
-        sure = {p.state for m, p in zip(ms, chosen, strict=True) if p is not None}
-        if len(sure - context_states) == 1:
-            context_states |= sure
-            chosen = [p or self._choose(m, context_states) for m, p in zip(ms, chosen, strict=True)]
+        # An item that names no state: a county name several states share ("Montgomery
+        # County") takes the state of the places it names without doubt ("ERO Baltimore
+        # officers"), when they all lie in one.
+        sure = {p.state for p in chosen if p is not None}
+        if not context_states and len(sure) == 1:
+            chosen = [p or self._choose(m, sure) for m, p in zip(ms, chosen, strict=True)]
         return [(m, p) for m, p in zip(ms, chosen, strict=True) if p is not None]
 
     def _choose(self, m: PlaceMention, context_states: set[str]) -> Place | None:

@@ -60,7 +60,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.176"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.177"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),
@@ -73,7 +73,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
         ('"immigration detainer*",', '"immigration {NOPE}",', "concepts[0].terms[0]"),
         ("P287 = '287\\s?\\(?g\\)?'", "P287 = '287(g'", "macros.P287"),
         # A term that matches empty text: a concept's terms run one at a time, so none may.
-        ("P287 = '287\\s?\\(?g\\)?'", "P287 = '(?:287g)?'", "concepts[31].terms[0]"),
+        ("P287 = '287\\s?\\(?g\\)?'", "P287 = '(?:287g)?'", "concepts[32].terms[0]"),
         ("[scoring]", "[scoring]\nbonus = 1", "scoring.bonus"),
         ("local_actor_bonus = 0.25", "", "scoring.local_actor_bonus"),
         ('kind = "local"', 'kind = "state"', "actors[0].kind"),

@@ -128,8 +128,7 @@ def test_event_type_of(matcher: Matcher, title: str, body: str, event: str) -> N
 
 
 def rule(eid: str, *cues: str, weight: float = 1.0) -> EventRule:
-    patterns = tuple(re.compile(c) for c in cues)
-    return EventRule(eid, frozenset({"detainer"}), weight, patterns, re.compile("|".join(cues)))
+    return EventRule(eid, frozenset({"detainer"}), weight, tuple(re.compile(c) for c in cues))
 
 
 def hit(field: str, text: str, score: float) -> SentenceHit:

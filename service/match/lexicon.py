@@ -82,9 +82,14 @@ class EventRule:
     # first cue that matches, so "require" would hide "require jails to honor", and the
     # longest-cue rule of ``events.choose_event`` needs every cue's own match.
     cues: tuple[re.Pattern[str], ...]
-    # All the cues in one alternation: one search tells whether a sentence holds any of them,
-    # so the cues one by one run only where one is (most events have none in a sentence).
-    any_cue: re.Pattern[str]
+    # Derived (``__post_init__``): all the cues in one alternation. One search tells whether
+    # a sentence holds any of them, so the cues one by one run only where one is (most
+    # events have none in a sentence).
+    any_cue: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        either = "|".join(f"(?:{c.pattern})" for c in self.cues)
+        object.__setattr__(self, "any_cue", re.compile(either, re.IGNORECASE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,10 +377,8 @@ def load_lexicon(path: Path) -> Lexicon:
         topics_e = frozenset(ev.strings("topics"))
         if not topics_e <= set(TOPICS):
             raise ev.fail("topics", f"{sorted(topics_e)}", f"use {', '.join(TOPICS)}")
-        terms = ev.strings("cues")
-        cues = tuple(compile_term(ev, f"cues[{i}]", t) for i, t in enumerate(terms))
-        any_cue = compile_terms(ev, "cues", terms)
-        events.append(EventRule(_ident(ev), topics_e, ev.unit("weight"), cues, any_cue))
+        cues = tuple(compile_term(ev, f"cues[{i}]", t) for i, t in enumerate(ev.strings("cues")))
+        events.append(EventRule(_ident(ev), topics_e, ev.unit("weight"), cues))
     _unique(r, "events", [e.id for e in events])
     descriptions = r.sub("event_descriptions", {})
     descriptions.only("terms", "commentary_labels")

@@ -6,14 +6,15 @@ The set (ids of ``[[events]]``, documented in docs/matcher.md) is:
 ``state_mandate``, ``policy_repealed``, ``policy_weakened``, ``policy_strengthened``,
 ``policy_adopted``, ``federal_action`` and the fallback ``other``.
 
-Owns: picking one. Each scored sentence offers the events whose cue it contains and whose
+Owns: picking one. A title labelled as commentary ("Opinion: ...") tells no event. Otherwise
+each scored sentence, and the title even when it scored nothing (as a sentence of the item's
+topics, worth the best sentence's score), offers the events whose cue it contains and whose
 topics it has; overlapping cues keep the longest ("not honor" beats "honor"); a description of
 a place (``[event_descriptions]``: "cities that refuse to honor detainers") counts as a cue of
 no event, so the cues it outlasts say nothing; an event's value is its best sentence's score
 times the event weight. The headline says what happened: an event cued in the title beats
-every event cued only in the body (on the tuning sample of tests/data/match/events.jsonl,
-77 of 100 event types right without that order, 81 with it); otherwise the highest value
-wins, ties to the earlier rule.
+every event cued only in the body (docs/matcher.md, "Event types", has the measurements);
+otherwise the highest value wins, ties to the earlier rule.
 
 Does not: score relevance — an item gets an event type only when it is flagged.
 """
@@ -35,9 +36,17 @@ def choose_event(
     hits: Sequence[SentenceHit],
     texts: Mapping[str, str],
     masks: Sequence[re.Pattern[str]] = (),
+    *,
+    commentary: re.Pattern[str] | None = None,
+    topics: Sequence[str] = (),
 ) -> str:
+    """The event type of a flagged item from its scored sentences ``hits`` (best first);
+    ``topics``: the item's, for a title that scored nothing (none given: not read)."""
+    title = texts.get("title", "")
+    if commentary is not None and commentary.match(title):
+        return OTHER
     best: dict[str, tuple[bool, float]] = {}  # event id -> (cued in the title, value)
-    for hit in hits:
+    for hit in _with_title(hits, title, topics):
         text = texts[hit.field]
         cues: list[tuple[int, int, int]] = []  # (start, end, event index)
         for i, ev in enumerate(events):
@@ -68,3 +77,17 @@ def choose_event(
         return OTHER
     order = {ev.id: i for i, ev in enumerate(events)}
     return max(best, key=lambda eid: (*best[eid], -order[eid]))
+
+
+def _with_title(
+    hits: Sequence[SentenceHit], title: str, topics: Sequence[str]
+) -> Sequence[SentenceHit]:
+    """The scored sentences, and the title when it scored nothing itself ("Council approves
+    new public safety ordinance" over a body sentence about detainers)."""
+    if not (title and topics and hits) or any(h.field == "title" for h in hits):
+        return hits
+    score = hits[0].score
+    return [
+        *hits,
+        SentenceHit("title", 0, len(title), topics=dict.fromkeys(topics, 1.0), score=score),
+    ]

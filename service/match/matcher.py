@@ -23,7 +23,7 @@ from service.errors import ConfigError
 from service.types import TOPICS, Evidence, Jurisdiction, MatchResult
 
 from .entities import EntityFinder
-from .events import OTHER, choose_event
+from .events import choose_event
 from .gazetteer import Gazetteer, Place, PlaceMention, read_places
 from .lexicon import Lexicon, load_lexicon
 from .prefilter import Prefilter, read_fields
@@ -87,14 +87,6 @@ class Matcher:
         """Start offsets of prefilter anchors in ``text`` (sorted)."""
         return self.prefilter.find(text)
 
-    def _event(self, ranked: list[SentenceHit], texts: dict[str, str], topics: list[str]) -> str:
-        """What happened (``events.choose_event``); commentary ("Opinion: ...") tells no event."""
-        lex = self.lexicon
-        title = texts.get("title", "")
-        if lex.commentary is not None and lex.commentary.match(title):
-            return OTHER
-        return choose_event(lex.events, _title_hit(ranked, title, topics), texts, lex.event_masks)
-
     def classify(self, title: str, summary: str = "", text: str = "") -> MatchResult:
         fields = read_fields(title, summary, text)
         anchors = {name: self.anchors(value) for name, value in fields}
@@ -144,29 +136,24 @@ class Matcher:
             flagged=flagged,
             score=score,
             topics=tuple(t for t in TOPICS if t in topics),
-            event_type=self._event(ranked, texts, topics) if flagged else None,
+            event_type=(
+                choose_event(
+                    lex.events,
+                    ranked,
+                    texts,
+                    lex.event_masks,
+                    commentary=lex.commentary,
+                    topics=topics,
+                )
+                if flagged
+                else None
+            ),
             jurisdictions=_jurisdictions(places, ranked),
             entities=self._entities.find(fields, places, officials, senses),
             evidence=evidence,
             ruleset_version=self.version,
             rules=tuple(rules),
         )
-
-
-def _title_hit(ranked: list[SentenceHit], title: str, topics: list[str]) -> list[SentenceHit]:
-    """The scored sentences, and the title when it scored nothing itself.
-
-    A headline says what happened even when it names no term ("Council approves new public
-    safety ordinance" over a body sentence about detainers): it is read for event cues as a
-    sentence of the item's topics, worth the best sentence's score."""
-    if not title or any(h.field == "title" for h in ranked):
-        return ranked
-    return [
-        *ranked,
-        SentenceHit(
-            "title", 0, len(title), topics=dict.fromkeys(topics, 1.0), score=ranked[0].score
-        ),
-    ]
 
 
 def _jurisdictions(

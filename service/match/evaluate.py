@@ -159,11 +159,11 @@ def format_report(report: Report) -> str:
         lines.append(f"  {o.id} {o.score:.2f} {o.title}")
     judged = report.event_outcomes
     if judged:
-        n = len(judged)
+        n, first, accepted = len(judged), report.event_primary, report.event_accepted
         lines.append(
             f"event type on {n} flagged items labelled with event_types: "
-            f"first choice {report.event_primary}/{n} ({report.event_primary / n:.3f}), "
-            f"accepted {report.event_accepted}/{n} ({report.event_accepted / n:.3f})"
+            f"first choice {first}/{n} ({first / n:.3f}), "
+            f"accepted {accepted}/{n} ({accepted / n:.3f})"
         )
         for o in judged:
             if o.event_type not in o.gold_events:

@@ -60,7 +60,7 @@ def mutate(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "old,new,key",
     [
-        ('ruleset_version = "2026.12.214"', 'ruleset_version = "latest"', "ruleset_version"),
+        ('ruleset_version = "2026.12.215"', 'ruleset_version = "latest"', "ruleset_version"),
         ("weight = 0.9", "weight = 1.5", "concepts[0].weight"),
         ("weight = 0.9", 'weight = "high"', "concepts[0].weight"),
         ('sense = "detainer"', 'sense = "nope"', "concepts[0].sense"),

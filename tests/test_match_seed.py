@@ -35,7 +35,7 @@ def test_seed_is_flagged_with_topics_and_event(seed: tuple[MatchResult, dict[str
     assert r.flagged and r.score >= 0.9
     assert set(r.topics) == {"detainer", "sanctuary"}
     assert r.event_type == "detainer_declined"
-    assert r.ruleset_version == "2026.12.214"
+    assert r.ruleset_version == "2026.12.215"
 
 
 def test_seed_jurisdictions(seed: tuple[MatchResult, dict[str, str]]) -> None:
